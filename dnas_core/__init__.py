@@ -1,0 +1,22 @@
+"""dnas: Differentiable Neural Architecture Search with a plugin registry.
+
+The names below are the public API that plugins build on; everything else is internal.
+"""
+
+from dnas_core.architecture import Architecture
+from dnas_core.cost import CombinedCost, CostLoss, CostModel, DecisionCostTable
+from dnas_core.data import SPLITS, BatchSource, DataBundle, Table, TensorTable
+from dnas_core.domain import Domain
+from dnas_core.hookspecs import hookimpl
+from dnas_core.sampling import hard_sample, most_likely, soft_sample, weighted_sum
+from dnas_core.supernet import Decision, SuperNet
+from dnas_core.tasks import BinaryClassification, MulticlassClassification, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SPLITS", "Architecture", "BatchSource", "BinaryClassification", "CombinedCost",
+    "CostLoss", "CostModel", "DataBundle", "Decision", "DecisionCostTable", "Domain",
+    "MulticlassClassification", "SuperNet", "Table", "Task", "TensorTable", "hard_sample",
+    "hookimpl", "most_likely", "soft_sample", "weighted_sum",
+]

@@ -1,0 +1,213 @@
+"""Typed configuration: YAML and ``key=value`` overrides in, validated dataclasses out.
+
+Validation happens once, here, at the edge. Every error names the key path (and, when the
+value came from a YAML file, the file and line) and says what was expected, so a user can
+fix the input without reading code. Inner code only ever sees typed dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+# Where each key path was read from: "search.temperature_decay" -> "file.yaml line 7".
+Origins = dict[str, str]
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (list, tuple):
+        return f"a list of {_describe(get_args(tp)[0])}"
+    if origin in (dict, Mapping):
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {float: "a number", int: "an integer", bool: "true or false", str: "a string",
+            Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _fail(path: str, origins: Origins, message: str) -> ConfigError:
+    where = origins.get(path) or next(
+        (origins[p] for p in sorted(origins, key=len, reverse=True)
+         if path.startswith(p + ".")), None)
+    prefix = f"{where}: " if where else ""
+    return ConfigError(f"{prefix}{path or '<root>'}: {message}")
+
+
+def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> Any:
+    """Check ``value`` against the type annotation ``tp`` and convert it."""
+    origins = origins or {}
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path, origins)
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return convert(option, value, path, origins)
+            except ConfigError:
+                continue
+        raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _fail(path, origins, f"expected null, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+        item = get_args(tp)[0]
+        items = [convert(item, v, f"{path}[{i}]", origins) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise _fail(path, origins, f"expected a mapping, got {value!r}")
+        key_t, val_t = get_args(tp) or (Any, Any)
+        return {convert(key_t, k, f"{path}.{k}", origins):
+                convert(val_t, v, f"{path}.{k}", origins) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+
+
+def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = None) -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types are errors."""
+    origins = origins or {}
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise _fail(path, origins, f"expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise _fail(key, origins, f"unknown key; expected one of {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, field in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = convert(hints[name], data[name], key, origins)
+        elif field.default is dataclasses.MISSING and \
+                field.default_factory is dataclasses.MISSING:
+            raise _fail(key, origins, f"missing required key ({_describe(hints[name])})")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:  # __post_init__ checks
+        raise _fail(path, origins, str(exc)) from exc
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain YAML/JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# ----- YAML with line numbers --------------------------------------------------------------
+def _walk(node: yaml.Node, prefix: str, label: str, origins: Origins) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            origins[key] = f"{label} line {key_node.start_mark.line + 1}"
+            _walk(value_node, key, label, origins)
+
+
+def load_yaml(path: Path) -> tuple[dict[str, Any], Origins]:
+    """Read a YAML mapping with ``safe_load``, remembering the line of every key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: "
+                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    origins: Origins = {}
+    if node is not None:
+        _walk(node, "", str(path), origins)
+    return data, origins
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into ``base`` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> {"a": {"b": {"c": value}}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. search.temperature_decay=0.2")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML") from exc
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def override_origins(text: str) -> Origins:
+    key = text.split("=", 1)[0]
+    parts = key.split(".")
+    return {".".join(parts[:i + 1]): f"--set {text}" for i in range(len(parts))}
+
+
+__all__ = ["ConfigError", "build", "convert", "load_yaml", "merge", "parse_override",
+           "override_origins", "to_dict"]

@@ -1,0 +1,67 @@
+"""The plugin contract: every hook a domain plugin may implement.
+
+A plugin is a module (found through the entry-point group ``dnas``) with functions marked
+``@hookimpl`` whose names and arguments match the specs below. A plugin registers one or
+more domains by name in :func:`dnas_register_domains`; the build hooks then receive that
+name and return ``None`` for domains that are not theirs, so the first plugin that owns
+the domain answers (``firstresult``). Cost models and CLI commands are collected from every
+plugin, so a third-party plugin can add a cost to someone else's domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from torch import nn
+
+    from dnas_core.architecture import Architecture
+    from dnas_core.cost import CostModel
+    from dnas_core.data import DataBundle
+    from dnas_core.domain import Domain
+    from dnas_core.supernet import SuperNet
+    from dnas_core.tasks import Task
+
+hookspec = pluggy.HookspecMarker("dnas")
+hookimpl = pluggy.HookimplMarker("dnas")
+
+
+@hookspec
+def dnas_register_domains(register: Callable[[Domain], None]) -> None:
+    """Call ``register(Domain(...))`` once per domain (search-space family) provided."""
+
+
+@hookspec(firstresult=True)
+def dnas_make_data(domain: str, settings: Any, seed: int) -> DataBundle | None:
+    """The table and the weights / arch / val / test row splits, deterministic by seed."""
+
+
+@hookspec(firstresult=True)
+def dnas_make_supernet(domain: str, settings: Any, data_info: dict[str, Any]) -> SuperNet | None:
+    """The supernet for the configured search space."""
+
+
+@hookspec(firstresult=True)
+def dnas_make_sampled(domain: str, settings: Any, architecture: Architecture,
+                      data_info: dict[str, Any]) -> nn.Module | None:
+    """A plain module for one sampled architecture (built from ``architecture.spec``)."""
+
+
+@hookspec
+def dnas_cost_models(domain: str, settings: Any, data_info: dict[str, Any],
+                     supernet: SuperNet) -> list[CostModel] | None:
+    """Cost models for this supernet; names must be unique across plugins."""
+
+
+@hookspec(firstresult=True)
+def dnas_make_task(domain: str, settings: Any, data_info: dict[str, Any]) -> Task | None:
+    """The task loss and the evaluation metrics."""
+
+
+@hookspec
+def dnas_register_commands(cli: click.Group) -> None:
+    """Add click commands or groups to the ``dnas`` command line."""

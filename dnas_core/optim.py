@@ -1,0 +1,123 @@
+"""Optimizers by name over named parameter groups, LR schedules, sparse-safe clipping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from dnas_core.config import ConfigError
+from dnas_core.settings import OptimizerSettings
+
+# Optimizers whose step() accepts sparse gradients (embedding tables with sparse=True).
+SPARSE_CAPABLE = {"SGD", "SparseAdam", "Adagrad"}
+
+
+def optimizer_class(name: str, where: str) -> type[torch.optim.Optimizer]:
+    cls = getattr(torch.optim, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        known = sorted(n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
+                       and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+                       and n != "Optimizer")
+        raise ConfigError(f"{where}: unknown optimizer {name!r}; expected one of "
+                          f"{', '.join(known)}")
+    return cls
+
+
+class OptimizerSet:
+    """One optimizer per distinct (name, args) over named parameter groups, stepped as one.
+
+    Each group keeps its own initial LR and decay, so ``set_epoch`` can apply
+    ``lr * decay ** epoch`` per group (the paper's ``weights_lr_lambdas``).
+    """
+
+    def __init__(self, settings: OptimizerSettings, groups: Mapping[str, list[nn.Parameter]],
+                 sparse_groups: Iterable[str] = (), where: str = "optimizer"):
+        unknown = set(settings.groups) - set(groups)
+        if unknown:
+            raise ConfigError(f"{where}.groups: unknown parameter group "
+                              f"{sorted(unknown)[0]!r}; this model has {sorted(groups)}")
+        sparse_groups = set(sparse_groups)
+        by_optimizer: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        args_of: dict[tuple[str, str], dict[str, Any]] = {}
+        self._schedule: list[tuple[str, dict[str, Any], float, float]] = []
+        for group_name, params in groups.items():
+            if not params:
+                continue
+            override = settings.groups.get(group_name)
+            name = (override.optimizer if override and override.optimizer else settings.name)
+            args = dict(settings.args)
+            if override and override.args is not None:
+                args = dict(override.args)
+            lr = override.lr if override and override.lr is not None else settings.lr
+            decay = (override.lr_decay if override and override.lr_decay is not None
+                     else settings.lr_decay)
+            cls_where = (f"{where}.groups.{group_name}.optimizer"
+                         if override and override.optimizer else f"{where}.name")
+            optimizer_class(name, cls_where)
+            if group_name in sparse_groups and name not in SPARSE_CAPABLE:
+                raise ConfigError(
+                    f"{cls_where}: {name} cannot step the sparse gradients of parameter group "
+                    f"{group_name!r}; use one of {sorted(SPARSE_CAPABLE)} for it, e.g. "
+                    f"{where}.groups.{group_name}.optimizer=SparseAdam")
+            key = (name, repr(sorted(args.items())))
+            pg = {"params": params, "lr": lr, "name": group_name}
+            by_optimizer.setdefault(key, []).append(pg)
+            args_of[key] = args
+            self._schedule.append((group_name, pg, lr, decay))
+        self.optimizers: list[torch.optim.Optimizer] = []
+        for key, param_groups in by_optimizer.items():
+            cls = optimizer_class(key[0], where)
+            try:
+                self.optimizers.append(cls(param_groups, **args_of[key]))
+            except TypeError as exc:
+                raise ConfigError(f"{where}.args: {exc}") from exc
+        # torch copies param-group dicts: point the schedule at the live ones
+        live = {pg["name"]: pg for opt in self.optimizers for pg in opt.param_groups}
+        self._schedule = [(n, live[n], lr, d) for n, _, lr, d in self._schedule]
+
+    def set_epoch(self, epoch: float) -> None:
+        for _, pg, lr, decay in self._schedule:
+            pg["lr"] = lr * decay ** epoch
+
+    def lrs(self) -> dict[str, float]:
+        return {name: pg["lr"] for name, pg, _, _ in self._schedule}
+
+    def params(self) -> list[nn.Parameter]:
+        return [p for _, pg, _, _ in self._schedule for p in pg["params"]]
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        for opt, state in zip(self.optimizers, states, strict=True):
+            opt.load_state_dict(state)
+
+
+def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> float:
+    """Clip the global L2 norm of dense and sparse gradients alike; returns the norm.
+
+    ``torch.nn.utils.clip_grad_norm_`` rejects sparse gradients; a sparse gradient may hold
+    repeated indices, so its norm is taken after coalescing, while scaling in place works on
+    the uncoalesced tensor because scaling is linear.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = [(g.coalesce()._values() if g.is_sparse else g).norm(2) for g in grads]
+    total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+    coef = max_norm / (float(total) + 1e-6)
+    if coef < 1:
+        for g in grads:
+            g.mul_(coef)
+    return float(total)

@@ -1,0 +1,68 @@
+"""Task losses and metrics: what a domain's task hook returns.
+
+The core ships the two tasks most domains need; a domain with another objective returns
+its own object with the same three members.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from dnas_core import metrics
+
+
+@runtime_checkable
+class Task(Protocol):
+    primary: str  # the metric to minimise when ranking architectures, e.g. "logloss"
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor: ...
+
+    def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]: ...
+
+
+class BinaryClassification:
+    """Outputs are click probabilities (after a sigmoid); metrics are the paper's.
+
+    ``negative_rate`` is the fraction of negatives kept when the training data was
+    downsampled: evaluation then corrects the probabilities back before scoring, so
+    log loss and calibration are measured on the true click rate.
+    """
+
+    primary = "logloss"
+
+    def __init__(self, negative_rate: float | None = None):
+        if negative_rate is not None and not 0 < negative_rate <= 1:
+            raise ValueError(f"negative_rate must lie in (0, 1], got {negative_rate}")
+        self.negative_rate = negative_rate
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return nn.functional.binary_cross_entropy(outputs.reshape(-1).clamp(1e-7, 1 - 1e-7),
+                                                  targets.reshape(-1).to(outputs.dtype))
+
+    def corrected(self, probs: Tensor) -> Tensor:
+        if self.negative_rate is None or self.negative_rate == 1:
+            return probs
+        return probs / (probs + (1 - probs) / self.negative_rate)
+
+    def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        probs = self.corrected(outputs.reshape(-1).detach())
+        return {"logloss": metrics.log_loss(probs, targets),
+                "auc": metrics.roc_auc(probs, targets),
+                "calibration": metrics.calibration(probs, targets)}
+
+
+class MulticlassClassification:
+    """Outputs are logits over classes; targets are class indices."""
+
+    primary = "loss"
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(outputs, targets)
+
+    def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            return {"loss": float(nn.functional.cross_entropy(outputs, targets)),
+                    "accuracy": metrics.accuracy(outputs, targets)}

@@ -1,0 +1,111 @@
+"""Training and evaluating one sampled architecture (paper Algorithm 1, second loop)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dnas_core.data import BatchSource, DataBundle, to_device
+from dnas_core.optim import OptimizerSet, clip_grad_norm
+from dnas_core.search import NonFiniteLoss, sparse_groups
+from dnas_core.settings import TrainSettings
+from dnas_core.tasks import Task
+from dnas_core.tblog import RunLogger
+
+
+def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """The module's named weight groups if it defines them, else one group."""
+    groups = getattr(model, "weight_param_groups", None)
+    return groups() if callable(groups) else {"default": list(model.parameters())}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, source: BatchSource, task: Task,
+             device: torch.device) -> dict[str, float]:
+    """Metrics over a whole split, computed once on all predictions."""
+    model.eval()
+    outputs, targets = [], []
+    for inputs, target in source.epoch(0):
+        outputs.append(model(to_device(inputs, device)).float().cpu())
+        targets.append(target)
+    return task.metrics(torch.cat(outputs), torch.cat(targets))
+
+
+@dataclass
+class TrainOutcome:
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    best_state: dict[str, Any] = field(default_factory=dict)
+
+
+def train_rows(data: DataBundle) -> np.ndarray:
+    """Sampled architectures train on the whole training part: weights and arch rows."""
+    return np.concatenate([data.splits["weights"], data.splits["arch"]])
+
+
+def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: TrainSettings, *,
+                  seed: int, device: torch.device, logger: RunLogger | None = None,
+                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                  progress: bool = True) -> TrainOutcome:
+    """Train for ``settings.epochs``, validating after each; keep the best epoch.
+
+    ``on_epoch(epoch, val_metrics)`` lets a caller report intermediate values (Optuna
+    pruning) and stop the trial by raising.
+    """
+    logger = logger or RunLogger(None)
+    model = model.to(device)
+    train = BatchSource(data.table, train_rows(data), settings.batch_size, seed, "train")
+    val = BatchSource(data.table, data.splits["val"], settings.eval_batch_size, seed, "val",
+                      shuffle=False)
+    optimizer = OptimizerSet(settings.optimizer, param_groups(model), sparse_groups(model),
+                             "train.optimizer")
+    outcome: TrainOutcome | None = None
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    step = 0
+    for epoch in range(settings.epochs):
+        model.train()
+        optimizer.set_epoch(epoch)
+        bar = tqdm(train.epoch(epoch), total=len(train), leave=False, unit="batch",
+                   desc=f"train epoch {epoch + 1}/{settings.epochs}", disable=not progress)
+        for inputs, targets in bar:
+            inputs, targets = to_device(inputs, device), to_device(targets, device)
+            loss = task.loss(model(inputs), targets)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite training loss {float(loss)} in epoch {epoch}")
+            optimizer.zero_grad()
+            loss.backward()
+            if settings.clip_grad_norm is not None:
+                clip_grad_norm(optimizer.params(), settings.clip_grad_norm)
+            optimizer.step()
+            step += 1
+            if step % 20 == 0:
+                logger.scalars(step, {"loss": float(loss.detach())}, prefix="train/")
+        metrics = evaluate(model, val, task, device)
+        if not np.isfinite(metrics[task.primary]):
+            raise NonFiniteLoss(f"non-finite validation {task.primary} in epoch {epoch}")
+        history.append({"epoch": epoch, **metrics})
+        logger.scalars(epoch, metrics, prefix="val/")
+        if outcome is None or metrics[task.primary] < outcome.best_metrics[task.primary]:
+            outcome = TrainOutcome(epoch, metrics,
+                                   best_state=copy.deepcopy(model.state_dict()))
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+    assert outcome is not None
+    outcome.history = history
+    outcome.train_seconds = time.perf_counter() - started
+    return outcome
