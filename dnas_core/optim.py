@@ -42,7 +42,7 @@ class OptimizerSet:
         sparse_groups = set(sparse_groups)
         by_optimizer: dict[tuple[str, str], list[dict[str, Any]]] = {}
         args_of: dict[tuple[str, str], dict[str, Any]] = {}
-        self._schedule: list[tuple[str, dict[str, Any], float, float]] = []
+        self._schedule: dict[str, tuple[float, float]] = {}
         for group_name, params in groups.items():
             if not params:
                 continue
@@ -66,7 +66,7 @@ class OptimizerSet:
             pg = {"params": params, "lr": lr, "name": group_name}
             by_optimizer.setdefault(key, []).append(pg)
             args_of[key] = args
-            self._schedule.append((group_name, pg, lr, decay))
+            self._schedule[group_name] = (lr, decay)
         self.optimizers: list[torch.optim.Optimizer] = []
         for key, param_groups in by_optimizer.items():
             cls = optimizer_class(key[0], where)
@@ -74,19 +74,21 @@ class OptimizerSet:
                 self.optimizers.append(cls(param_groups, **args_of[key]))
             except TypeError as exc:
                 raise ConfigError(f"{where}.args: {exc}") from exc
-        # torch copies param-group dicts: point the schedule at the live ones
-        live = {pg["name"]: pg for opt in self.optimizers for pg in opt.param_groups}
-        self._schedule = [(n, live[n], lr, d) for n, _, lr, d in self._schedule]
+
+    def _groups(self) -> list[dict[str, Any]]:
+        # looked up each time: load_state_dict replaces the param-group dicts
+        return [pg for opt in self.optimizers for pg in opt.param_groups]
 
     def set_epoch(self, epoch: float) -> None:
-        for _, pg, lr, decay in self._schedule:
+        for pg in self._groups():
+            lr, decay = self._schedule[pg["name"]]
             pg["lr"] = lr * decay ** epoch
 
     def lrs(self) -> dict[str, float]:
-        return {name: pg["lr"] for name, pg, _, _ in self._schedule}
+        return {pg["name"]: pg["lr"] for pg in self._groups()}
 
     def params(self) -> list[nn.Parameter]:
-        return [p for _, pg, _, _ in self._schedule for p in pg["params"]]
+        return [p for pg in self._groups() for p in pg["params"]]
 
     def zero_grad(self) -> None:
         for opt in self.optimizers:

@@ -1,0 +1,201 @@
+"""One search run from configuration to report (paper Algorithm 1 and Fig. 2).
+
+The two kinds of work, training a supernet and training one sampled architecture, are
+plain functions of (registry, run spec, run directory) so that they can run in this
+process or in a trial worker alike. Everything they produce lands in the run directory;
+running the same command on the same directory again skips what is finished.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dnas_core import checkpoint
+from dnas_core.architecture import Architecture
+from dnas_core.config import ConfigError
+from dnas_core.cost import CombinedCost, CostModel
+from dnas_core.data import BatchSource, DataBundle
+from dnas_core.plugins import Registry
+from dnas_core.report import write_report
+from dnas_core.runspec import RunSpec, check_same_run
+from dnas_core.search import SearchManager
+from dnas_core.supernet import SuperNet
+from dnas_core.tasks import Task
+from dnas_core.tblog import RunLogger, save_heatmap
+from dnas_core.training import count_parameters, evaluate, train_sampled
+
+
+@dataclass
+class Built:
+    """The domain objects of one run, made through the plugin hooks."""
+
+    data: DataBundle
+    task: Task
+
+
+def _required(value: Any, hook: str, spec: RunSpec) -> Any:
+    if value is None:
+        raise RuntimeError(f"plugin {spec.domain.plugin!r} registered domain "
+                           f"{spec.domain.name!r} but its {hook} hook returned nothing")
+    return value
+
+
+def build_data(registry: Registry, spec: RunSpec) -> Built:
+    name, settings, seed = spec.domain.name, spec.domain_settings, spec.settings.seed
+    data = _required(registry.hook.dnas_make_data(domain=name, settings=settings, seed=seed),
+                     "dnas_make_data", spec)
+    task = _required(registry.hook.dnas_make_task(domain=name, settings=settings,
+                                                  data_info=data.info), "dnas_make_task", spec)
+    return Built(data, task)
+
+
+def cost_models(registry: Registry, spec: RunSpec, data_info: dict[str, Any],
+                supernet: SuperNet) -> dict[str, CostModel]:
+    models: dict[str, CostModel] = {}
+    for found in registry.hook.dnas_cost_models(domain=spec.domain.name,
+                                                settings=spec.domain_settings,
+                                                data_info=data_info, supernet=supernet):
+        for model in found or []:
+            if model.name in models:
+                raise RuntimeError(f"two plugins provide a cost model named {model.name!r}")
+            models[model.name] = model
+    return models
+
+
+def loss_cost(spec: RunSpec, models: dict[str, CostModel]) -> CostModel | None:
+    """The cost the search loss uses: one model, or several normalised and weighted."""
+    if spec.settings.search.cost.form == "off":
+        return None
+    terms = spec.cost_terms()
+    for name in terms:
+        if name not in models:
+            raise ConfigError(f"search.cost.terms: unknown cost {name!r}; {spec.domain.name} "
+                              f"offers {', '.join(sorted(models)) or 'none'}")
+    if len(terms) == 1 and not spec.settings.search.cost.normalise:
+        (name, _), = terms.items()
+        return models[name]
+    return CombinedCost([(models[n], w) for n, w in terms.items()])
+
+
+def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
+               progress: bool = True) -> list[Architecture]:
+    """Train the supernet (resuming if a checkpoint exists) and save its architectures."""
+    torch.manual_seed(spec.settings.seed)
+    supernet = _required(registry.hook.dnas_make_supernet(
+        domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info),
+        "dnas_make_supernet", spec)
+    models = cost_models(registry, spec, built.data.info, supernet)
+    logger = RunLogger(run_dir / "tensorboard" / "search")
+    try:
+        manager = SearchManager(supernet, built.data, built.task, loss_cost(spec, models),
+                                models, spec.settings.search, domain=spec.domain.name,
+                                space=spec.space, seed=spec.settings.seed, device=spec.device(),
+                                run_dir=run_dir, logger=logger, progress=progress)
+        architectures = manager.run()
+    finally:
+        logger.close()
+    for arch in architectures:
+        arch.save(run_dir / "architectures")
+    for name, (matrix, rows, cols) in supernet.heatmaps().items():
+        save_heatmap(run_dir / "heatmaps" / f"{name}.png", matrix, rows, cols,
+                     f"{spec.space}: softmax(theta) of {name}")
+    (run_dir / "units.json").write_text(json.dumps({n: m.unit for n, m in models.items()}))
+    return architectures
+
+
+def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run_dir: Path,
+                       built: Built, progress: bool = True,
+                       on_epoch: Any = None) -> dict[str, Any]:
+    """Train one sampled architecture and return its result row (validation metrics)."""
+    torch.manual_seed(spec.settings.seed)
+    model = _required(registry.hook.dnas_make_sampled(
+        domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
+        data_info=built.data.info), "dnas_make_sampled", spec)
+    logger = RunLogger(run_dir / "tensorboard" / "train" / arch.arch_id)
+    try:
+        outcome = train_sampled(model, built.data, built.task, spec.settings.train,
+                                seed=spec.settings.seed, device=spec.device(), logger=logger,
+                                on_epoch=on_epoch, progress=progress)
+    finally:
+        logger.close()
+    checkpoint.save(outcome.best_state, run_dir / "checkpoints" / f"{arch.arch_id}.pt")
+    terms = spec.cost_terms()
+    cost = (arch.costs[next(iter(terms))] if len(terms) == 1
+            else sum(w * arch.costs[n] for n, w in terms.items()))
+    return {"arch_id": arch.arch_id, "search_space": arch.space,
+            **{f"val_{k}": v for k, v in outcome.best_metrics.items()},
+            "cost": cost, "costs": arch.costs, "params": count_parameters(model),
+            "train_seconds": round(outcome.train_seconds, 3), "best_epoch": outcome.best_epoch,
+            "history": outcome.history}
+
+
+def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run_dir: Path,
+                      built: Built) -> dict[str, float]:
+    """Test metrics of a trained architecture, from its best checkpoint."""
+    model = _required(registry.hook.dnas_make_sampled(
+        domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
+        data_info=built.data.info), "dnas_make_sampled", spec)
+    model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / f"{arch.arch_id}.pt"))
+    test = BatchSource(built.data.table, built.data.splits["test"],
+                       spec.settings.train.eval_batch_size, spec.settings.seed, "test",
+                       shuffle=False)
+    return evaluate(model.to(spec.device()), test, built.task, spec.device())
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # blank, or cut short by a crash: that architecture is trained again
+    return rows
+
+
+def append_result(path: Path, row: dict[str, Any]) -> None:
+    """Append one JSON line, first ending any line a crash left unfinished."""
+    cut = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as handle:
+        handle.write(("\n" if cut else "") + json.dumps(row, sort_keys=True) + "\n")
+
+
+def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    current = spec.to_dict()
+    if saved.exists():
+        check_same_run(yaml.safe_load(saved.read_text()) or {}, current, saved)
+    else:
+        saved.write_text(yaml.safe_dump(current, sort_keys=False))
+
+
+def run_pipeline(registry: Registry, spec: RunSpec, run_dir: Path,
+                 progress: bool = True) -> dict[str, Any]:
+    """Search, train every sampled architecture, test the best one, write the report."""
+    prepare_run_dir(spec, run_dir)
+    built = build_data(registry, spec)
+    architectures = run_search(registry, spec, run_dir, built, progress)
+    results_path = run_dir / "results.jsonl"
+    done = {row["arch_id"] for row in read_results(results_path)}
+    for arch in architectures:
+        if arch.arch_id not in done:
+            append_result(results_path, train_architecture(registry, spec, arch, run_dir,
+                                                           built, progress))
+    rows = read_results(results_path)
+    primary = f"val_{built.task.primary}"
+    best = min(rows, key=lambda r: r[primary])
+    by_id = {a.arch_id: a for a in architectures}
+    summary = {"best_arch_id": best["arch_id"], "primary_metric": primary,
+               **{f"test_{k}": v for k, v in test_architecture(
+                   registry, spec, by_id[best["arch_id"]], run_dir, built).items()}}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    write_report(run_dir, spec, architectures, rows, summary)
+    return summary

@@ -1,0 +1,112 @@
+"""Resolving a run's settings: core defaults, the domain's YAML, a preset, the user's file
+and ``--set`` overrides, merged in that order and validated once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dnas_core.config import (
+    ConfigError,
+    Origins,
+    build,
+    load_yaml,
+    merge,
+    override_origins,
+    parse_override,
+    to_dict,
+)
+from dnas_core.domain import Domain
+from dnas_core.plugins import Registry
+from dnas_core.settings import RunSettings
+
+
+@dataclass
+class RunSpec:
+    """A validated run: the core's settings, the domain and its typed settings."""
+
+    settings: RunSettings
+    domain: Domain
+    domain_settings: Any
+
+    @property
+    def space(self) -> str:
+        return str(getattr(self.domain_settings, "space", self.domain.name))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_dict(self.settings)
+        data["domain"] = to_dict(self.domain_settings)
+        return data
+
+    def device(self) -> torch.device:
+        if self.settings.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.settings.device)
+
+    def cost_terms(self) -> dict[str, float]:
+        terms = self.settings.search.cost.terms
+        if terms:
+            return dict(terms)
+        default = self.domain.default_cost
+        if callable(default):
+            return dict(default(self.domain_settings))
+        return {default: 1.0}
+
+
+def _layer(data: dict[str, Any], origins: Origins, update: Mapping[str, Any],
+           update_origins: Origins) -> dict[str, Any]:
+    origins.update(update_origins)
+    return merge(data, update)
+
+
+def resolve(registry: Registry, plugin: str | None, *, config: Path | None = None,
+            preset: str | None = None, overrides: Sequence[str] = (),
+            data_path: str | None = None) -> RunSpec:
+    """Merge every configuration layer and validate the result."""
+    data: dict[str, Any] = {}
+    origins: Origins = {}
+    user: dict[str, Any] = {}
+    user_origins: Origins = {}
+    if config is not None:
+        user, user_origins = load_yaml(config)
+    name = plugin or user.get("plugin")
+    if not name:
+        raise ConfigError("no plugin chosen: pass --plugin NAME or set `plugin:` in the config")
+    if plugin and user.get("plugin") not in (None, plugin):
+        raise ConfigError(f"{user_origins.get('plugin', config)}: plugin: config says "
+                          f"{user['plugin']!r} but --plugin says {plugin!r}")
+    domain = registry.domain(name)
+    if domain.defaults is not None:
+        data = _layer(data, origins, *load_yaml(domain.defaults))
+    if preset is not None:
+        if preset not in domain.presets:
+            raise ConfigError(f"--preset {preset!r}: unknown preset for {domain.name}; "
+                              f"available: {', '.join(sorted(domain.presets)) or 'none'}")
+        data = _layer(data, origins, *load_yaml(domain.presets[preset]))
+    data = _layer(data, origins, user, user_origins)
+    for text in overrides:
+        data = _layer(data, origins, parse_override(text), override_origins(text))
+    if data_path is not None:
+        data = merge(data, {"domain": {"data": {"path": data_path}}})
+        origins.update(override_origins(f"domain.data.path={data_path}"))
+    data["plugin"] = domain.name
+    settings = build(RunSettings, data, origins=origins)
+    domain_settings = build(domain.settings_type, settings.domain, "domain", origins)
+    return RunSpec(settings, domain, domain_settings)
+
+
+def check_same_run(saved: Mapping[str, Any], current: Mapping[str, Any], where: Path,
+                   path: str = "") -> None:
+    """Refuse to continue a run directory with different settings (it would mix results)."""
+    for key in sorted(set(saved) | set(current)):
+        here = f"{path}.{key}" if path else str(key)
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            check_same_run(a, b, where, here)
+        elif a != b:
+            raise ConfigError(f"{where}: this run directory was made with {here}={a!r}, not "
+                              f"{b!r}; use another --out, or the same settings to resume")
