@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,34 +31,100 @@ def cli() -> None:
     """Differentiable neural architecture search with pluggable domains."""
 
 
+def pool_options(command):
+    """The trial-pool options shared by ``search`` and ``worker``."""
+    command = click.option("--devices", default="auto", show_default=True,
+                           help="GPU ids (e.g. 0,1), 'auto' for all visible GPUs, or cpu.")(command)
+    command = click.option("--jobs-per-device", default=1, show_default=True, type=int,
+                           help="Trials run at once on each device.")(command)
+    command = click.option("--timeout", type=float,
+                           help="Seconds after which a trial is killed and failed.")(command)
+    command = click.option("--storage", help="Optuna storage URL shared by several workers, "
+                           "e.g. postgresql://... or journal:/path/file.log "
+                           "(default: sqlite in the run directory).")(command)
+    return command
+
+
+def _pool(devices: str, jobs_per_device: int, timeout: float | None,
+          max_oom_retries: int = 2) -> Any:
+    from dnas_core.orchestrate import PoolSettings
+
+    chosen: list[str] | str = devices if devices in ("auto", "cpu") else devices.split(",")
+    return PoolSettings(["cpu"] if chosen == "cpu" else chosen, jobs_per_device, timeout,
+                        max_oom_retries)
+
+
 @cli.command()
 @click.option("--plugin", "-p", help="Domain (or plugin) to search, e.g. dlrm.")
 @click.option("--config", "-c", "config", type=click.Path(exists=True, dir_okay=False,
                                                          path_type=Path),
               help="YAML run settings, merged over the plugin's defaults.")
 @click.option("--preset", help="A preset shipped by the plugin, e.g. emb_card.")
+@click.option("--experiment", "-e", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML experiment: supernet and architecture grids.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Run directory (default: runs/<plugin>-<time>). An existing one resumes.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set search.temperature_decay=0.2.")
 @click.option("--data", "data_path", help="Prepared data directory (sets domain.data.path).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def search(plugin: str | None, config: Path | None, preset: str | None, out: Path | None,
-           overrides: tuple[str, ...], data_path: str | None, quiet: bool) -> None:
-    """Search, train the sampled architectures, and report."""
-    from dnas_core.pipeline import run_pipeline
-    from dnas_core.runspec import resolve
+@pool_options
+def search(plugin: str | None, config: Path | None, preset: str | None,
+           experiment: Path | None, out: Path | None, overrides: tuple[str, ...],
+           data_path: str | None, devices: str, jobs_per_device: int, timeout: float | None,
+           storage: str | None) -> None:
+    """Search supernets, train their sampled architectures, and report.
+
+    Without --experiment this is one supernet and one training run per sampled
+    architecture: the smallest experiment, run by the same trial pool.
+    """
+    from dnas_core.experiment import plan_experiment
+    from dnas_core.orchestrate import run_experiment
 
     try:
-        spec = resolve(registry(), plugin, config=config, preset=preset, overrides=overrides,
-                       data_path=data_path)
-        run_dir = out or Path("runs") / f"{spec.domain.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        plan = plan_experiment(registry(), plugin=plugin, config=config, preset=preset,
+                               experiment=experiment, overrides=overrides,
+                               data_path=data_path)
+        run_dir = out or Path("runs") / f"{plan.plugin}-{time.strftime('%Y%m%d-%H%M%S')}"
         click.echo(f"run directory: {run_dir}", err=True)
-        summary = run_pipeline(registry(), spec, run_dir, progress=not quiet)
+        summary = run_experiment(run_dir, plan, _pool(devices, jobs_per_device, timeout,
+                                                      plan.max_oom_retries), storage)
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     click.echo(f"report: {run_dir / 'report.md'}", err=True)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Where this worker writes its trial files when TARGET is a storage URL.")
+@pool_options
+def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
+           timeout: float | None, storage: str | None) -> None:
+    """Join an experiment: TARGET is its run directory or its storage URL.
+
+    Several workers (on one machine or many) share the study: each claims waiting trials,
+    so none is run twice.
+    """
+    from dnas_core.orchestrate import Coordinator
+    from dnas_core.study import Studies, default_storage
+
+    path = Path(target)
+    if path.is_dir():
+        run_dir, url = path, storage or default_storage(path)
+        if not (path / "study.db").exists() and storage is None:
+            raise click.ClickException(f"{path}: no study.db here; pass --storage URL")
+    else:
+        url = target
+        run_dir = out or Path("runs") / f"worker-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        studies = Studies(url)
+    except KeyError as exc:
+        raise click.ClickException(f"{url}: no dnas experiment in this storage") from exc
+    coordinator = Coordinator(run_dir, studies, _pool(devices, jobs_per_device, timeout,
+                                                     studies.experiment.max_oom_retries))
+    coordinator.run()
+    click.echo(json.dumps(coordinator.report(), indent=2, sort_keys=True))
 
 
 @cli.command("plugins")

@@ -52,6 +52,16 @@ def _fail(path: str, origins: Origins, message: str) -> ConfigError:
     return ConfigError(f"{prefix}{path or '<root>'}: {message}")
 
 
+def _numeric_key(tp: Any, key: Any) -> Any:
+    """JSON turns mapping keys into text: read ``"4"`` back as 4 where a number is due."""
+    if tp in (int, float) and isinstance(key, str):
+        try:
+            return tp(key)
+        except ValueError:
+            return key
+    return key
+
+
 def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> Any:
     """Check ``value`` against the type annotation ``tp`` and convert it."""
     origins = origins or {}
@@ -85,7 +95,7 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
         if not isinstance(value, Mapping):
             raise _fail(path, origins, f"expected a mapping, got {value!r}")
         key_t, val_t = get_args(tp) or (Any, Any)
-        return {convert(key_t, k, f"{path}.{k}", origins):
+        return {convert(key_t, _numeric_key(key_t, k), f"{path}.{k}", origins):
                 convert(val_t, v, f"{path}.{k}", origins) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
@@ -198,7 +208,12 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML") from exc
-    for part in reversed(key.split(".")):
+    return nest(key, value)
+
+
+def nest(dotted_key: str, value: Any) -> dict[str, Any]:
+    """``nest("a.b", 1)`` -> {"a": {"b": 1}}."""
+    for part in reversed(dotted_key.split(".")):
         value = {part: value}
     return value
 
@@ -209,5 +224,5 @@ def override_origins(text: str) -> Origins:
     return {".".join(parts[:i + 1]): f"--set {text}" for i in range(len(parts))}
 
 
-__all__ = ["ConfigError", "build", "convert", "load_yaml", "merge", "parse_override",
+__all__ = ["ConfigError", "build", "convert", "load_yaml", "merge", "nest", "parse_override",
            "override_origins", "to_dict"]

@@ -22,7 +22,6 @@ from dnas_core.config import ConfigError
 from dnas_core.cost import CombinedCost, CostModel
 from dnas_core.data import BatchSource, DataBundle
 from dnas_core.plugins import Registry
-from dnas_core.report import write_report
 from dnas_core.runspec import RunSpec, check_same_run
 from dnas_core.search import SearchManager
 from dnas_core.supernet import SuperNet
@@ -83,8 +82,15 @@ def loss_cost(spec: RunSpec, models: dict[str, CostModel]) -> CostModel | None:
     return CombinedCost([(models[n], w) for n, w in terms.items()])
 
 
+@dataclass
+class SearchOutcome:
+    architectures: list[Architecture]
+    val_metrics: dict[str, float]  # the supernet's, with softmax(theta) as mixing weights
+    units: dict[str, str]  # cost name -> unit; "cost" is the unit of the loss's cost
+
+
 def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
-               progress: bool = True) -> list[Architecture]:
+               progress: bool = True) -> SearchOutcome:
     """Train the supernet (resuming if a checkpoint exists) and save its architectures."""
     torch.manual_seed(spec.settings.seed)
     supernet = _required(registry.hook.dnas_make_supernet(
@@ -105,8 +111,12 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     for name, (matrix, rows, cols) in supernet.heatmaps().items():
         save_heatmap(run_dir / "heatmaps" / f"{name}.png", matrix, rows, cols,
                      f"{spec.space}: softmax(theta) of {name}")
-    (run_dir / "units.json").write_text(json.dumps({n: m.unit for n, m in models.items()}))
-    return architectures
+    units = {n: m.unit for n, m in models.items()}
+    units["cost"] = manager.loss_cost.unit if manager.loss_cost else "none"
+    supernet.sample_expected()
+    val = BatchSource(built.data.table, built.data.splits["val"],
+                      spec.settings.train.eval_batch_size, spec.settings.seed, "val", shuffle=False)
+    return SearchOutcome(architectures, evaluate(supernet, val, built.task, spec.device()), units)
 
 
 def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run_dir: Path,
@@ -131,6 +141,7 @@ def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, ru
     return {"arch_id": arch.arch_id, "search_space": arch.space,
             **{f"val_{k}": v for k, v in outcome.best_metrics.items()},
             "cost": cost, "costs": arch.costs, "params": count_parameters(model),
+            "primary_metric": f"val_{built.task.primary}",
             "train_seconds": round(outcome.train_seconds, 3), "best_epoch": outcome.best_epoch,
             "history": outcome.history}
 
@@ -148,25 +159,6 @@ def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run
     return evaluate(model.to(spec.device()), test, built.task, spec.device())
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # blank, or cut short by a crash: that architecture is trained again
-    return rows
-
-
-def append_result(path: Path, row: dict[str, Any]) -> None:
-    """Append one JSON line, first ending any line a crash left unfinished."""
-    cut = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as handle:
-        handle.write(("\n" if cut else "") + json.dumps(row, sort_keys=True) + "\n")
-
-
 def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
@@ -175,27 +167,3 @@ def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:
         check_same_run(yaml.safe_load(saved.read_text()) or {}, current, saved)
     else:
         saved.write_text(yaml.safe_dump(current, sort_keys=False))
-
-
-def run_pipeline(registry: Registry, spec: RunSpec, run_dir: Path,
-                 progress: bool = True) -> dict[str, Any]:
-    """Search, train every sampled architecture, test the best one, write the report."""
-    prepare_run_dir(spec, run_dir)
-    built = build_data(registry, spec)
-    architectures = run_search(registry, spec, run_dir, built, progress)
-    results_path = run_dir / "results.jsonl"
-    done = {row["arch_id"] for row in read_results(results_path)}
-    for arch in architectures:
-        if arch.arch_id not in done:
-            append_result(results_path, train_architecture(registry, spec, arch, run_dir,
-                                                           built, progress))
-    rows = read_results(results_path)
-    primary = f"val_{built.task.primary}"
-    best = min(rows, key=lambda r: r[primary])
-    by_id = {a.arch_id: a for a in architectures}
-    summary = {"best_arch_id": best["arch_id"], "primary_metric": primary,
-               **{f"test_{k}": v for k, v in test_architecture(
-                   registry, spec, by_id[best["arch_id"]], run_dir, built).items()}}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    write_report(run_dir, spec, architectures, rows, summary)
-    return summary

@@ -4,11 +4,14 @@ Plugins are found through the entry-point group ``dnas``. Each is loaded on its 
 that fails to import, implements a hook the core does not define, or registers a domain
 twice is rejected with an error that names it, and every other plugin still works.
 ``DNAS_PLUGINS=a,b`` limits loading to the named entry points (an empty value loads none),
-which keeps tests isolated from whatever else is installed.
+which keeps tests isolated from whatever else is installed; ``DNAS_PLUGIN_MODULES=pkg.mod``
+also loads plugin modules that are not installed (while developing one, and in tests,
+where trial processes must see the same plugins as the test).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import traceback
@@ -144,7 +147,14 @@ def make_registry(modules: Iterable[ModuleType | object] = (),
         env = os.environ.get("DNAS_PLUGINS")
         only = None if env is None else [n.strip() for n in env.split(",") if n.strip()]
         registry.load_entry_points(only)
+    extra = [m.strip() for m in os.environ.get("DNAS_PLUGIN_MODULES", "").split(",") if m.strip()]
+    for dotted in extra:
+        try:
+            registry.add(importlib.import_module(dotted), PluginInfo(dotted))
+        except ImportError as exc:
+            registry.plugins[dotted] = PluginInfo(dotted, error=f"failed to import: {exc}")
     for module in modules:
         name = getattr(module, "__name__", type(module).__name__)
-        registry.add(module, PluginInfo(name))
+        if name not in registry.plugins:
+            registry.add(module, PluginInfo(name))
     return registry

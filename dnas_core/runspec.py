@@ -4,6 +4,7 @@ and ``--set`` overrides, merged in that order and validated once."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from dnas_core.config import (
     build,
     load_yaml,
     merge,
+    nest,
     override_origins,
     parse_override,
     to_dict,
@@ -43,6 +45,11 @@ class RunSpec:
         return data
 
     def device(self) -> torch.device:
+        """The trial pool's placement (``DNAS_DEVICE``) wins over the configuration: a
+        trial sees only its own GPU, as ``cuda:0``."""
+        placed = os.environ.get("DNAS_DEVICE")
+        if placed:
+            return torch.device(placed)
         if self.settings.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.settings.device)
@@ -65,8 +72,12 @@ def _layer(data: dict[str, Any], origins: Origins, update: Mapping[str, Any],
 
 def resolve(registry: Registry, plugin: str | None, *, config: Path | None = None,
             preset: str | None = None, overrides: Sequence[str] = (),
-            data_path: str | None = None) -> RunSpec:
-    """Merge every configuration layer and validate the result."""
+            values: Mapping[str, Any] | None = None, data_path: str | None = None) -> RunSpec:
+    """Merge every configuration layer and validate the result.
+
+    ``overrides`` are ``KEY=VALUE`` texts from the command line; ``values`` are the same
+    with typed values (e.g. an experiment trial's parameters), applied after them.
+    """
     data: dict[str, Any] = {}
     origins: Origins = {}
     user: dict[str, Any] = {}
@@ -90,6 +101,8 @@ def resolve(registry: Registry, plugin: str | None, *, config: Path | None = Non
     data = _layer(data, origins, user, user_origins)
     for text in overrides:
         data = _layer(data, origins, parse_override(text), override_origins(text))
+    for key, value in (values or {}).items():
+        data = _layer(data, origins, nest(key, value), override_origins(f"{key}={value!r}"))
     if data_path is not None:
         data = merge(data, {"domain": {"data": {"path": data_path}}})
         origins.update(override_origins(f"domain.data.path={data_path}"))

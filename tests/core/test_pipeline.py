@@ -1,52 +1,115 @@
+"""The experiment pipeline end to end on the toy domain: trials run as real processes."""
+
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from dnas_core.config import ConfigError
-from dnas_core.pipeline import run_pipeline
-from dnas_core.runspec import resolve
+from dnas_core.experiment import plan_experiment
+from dnas_core.orchestrate import PoolSettings, run_experiment
+from dnas_core.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
 
-SMALL = ["search.batch_size=64", "search.warmup_epochs=0.5", "search.total_epochs=2",
-         "search.alternate_every=0.5", "search.arch_sampling={1.5: 3}",
-         "search.arch_optimizer.lr=0.2", "search.weights_optimizer.lr=0.2",
-         "train.epochs=2", "train.batch_size=64", "train.optimizer.lr=0.2"]
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"search.batch_size": 64, "search.warmup_epochs": 0.5, "search.total_epochs": 2,
+         "search.alternate_every": 0.5, "search.arch_sampling": {1.5: 3},
+         "search.arch_optimizer.lr": 0.2, "search.weights_optimizer.lr": 0.2,
+         "train.epochs": 2, "train.batch_size": 64, "train.optimizer.lr": 0.2,
+         "domain.rows": 1200}
 
 
-def test_pipeline_writes_every_artifact_and_resumes(tmp_path, toy_registry):
-    spec = resolve(toy_registry, "toy", overrides=SMALL)
+@pytest.fixture(autouse=True)
+def toy_in_trials(monkeypatch):
+    """Trial processes load the toy plugin module, like the test process."""
+    monkeypatch.setenv("DNAS_PLUGIN_MODULES", "tests.core.toy_plugin")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def overrides(values):
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def write_experiment(path: Path, **stages) -> Path:
+    path.write_text(yaml.safe_dump({"plugin": "toy", "set": SMALL, **stages}))
+    return path
+
+
+def test_single_search_writes_every_artifact(tmp_path, toy_registry):
+    plan = plan_experiment(toy_registry, plugin="toy", overrides=overrides(SMALL))
     run_dir = tmp_path / "run"
-    summary = run_pipeline(toy_registry, spec, run_dir, progress=False)
+    summary = run_experiment(run_dir, plan, PoolSettings(["cpu"]))
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert rows
+    assert rows and summary["trained_architectures"] == len(rows)
     for row in rows:
         for key in ("arch_id", "search_space", "val_logloss", "val_auc", "val_calibration",
-                    "cost", "params", "train_seconds"):
+                    "cost", "params", "train_seconds", "test_logloss"):
             assert key in row
-        assert (run_dir / "architectures" / f"{row['arch_id']}.json").exists()
         arch = json.loads((run_dir / "architectures" / f"{row['arch_id']}.json").read_text())
         assert arch["costs"]["flops"] == row["cost"] and "probabilities" in arch
     assert summary["best_arch_id"] == min(rows, key=lambda r: r["val_logloss"])["arch_id"]
-    assert 0 < summary["test_logloss"] < 1 and 0 <= summary["test_auc"] <= 1
     report = (run_dir / "report.md").read_text()
-    assert "| arch_id |" in report and "flops (FLOPs)" in report
-    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    for heading in ("Statistics for toy", "Test results of the selected architectures",
+                    "toy lowest loss", "toy most efficient", "pareto.png"):
+        assert heading in report
+    assert (run_dir / "pareto.png").stat().st_size > 0
+    assert list(run_dir.rglob("events.out.tfevents.*"))
 
-    # running again finds everything done: nothing is retrained, results are unchanged
+    # the same command again: nothing is rerun, nothing changes
     before = (run_dir / "results.jsonl").read_text()
-    assert run_pipeline(toy_registry, spec, run_dir, progress=False) == summary
+    assert run_experiment(run_dir, plan, PoolSettings(["cpu"])) == summary
     assert (run_dir / "results.jsonl").read_text() == before
 
 
-def test_a_run_directory_refuses_other_settings(tmp_path, toy_registry):
+def test_grids_expand_and_stage_two_trains_each_architecture_per_grid_point(tmp_path,
+                                                                            toy_registry):
+    path = write_experiment(
+        tmp_path / "exp.yaml",
+        supernets={"grid": {"search.temperature_decay": [0.1, 0.3]}},
+        architectures={"grid": {"train.optimizer.lr": [0.1, 0.3]}})
+    plan = plan_experiment(toy_registry, experiment=path)
     run_dir = tmp_path / "run"
-    run_pipeline(toy_registry, resolve(toy_registry, "toy", overrides=SMALL), run_dir,
-                 progress=False)
-    other = resolve(toy_registry, "toy", overrides=SMALL + ["seed=2"])
-    with pytest.raises(ConfigError, match="made with seed=1, not 2"):
-        run_pipeline(toy_registry, other, run_dir, progress=False)
+    run_experiment(run_dir, plan, PoolSettings(["cpu"], jobs_per_device=2))
+    studies = Studies(default_storage(run_dir))
+    supernets = studies.trials(SUPERNETS)
+    assert sorted(t.params["search.temperature_decay"] for t in supernets) == [0.1, 0.3]
+    archs = studies.trials(ARCHITECTURES)
+    pairs = [(t.user_attrs["supernet"], t.user_attrs["arch_id"], t.params["train.optimizer.lr"])
+             for t in archs]
+    assert len(pairs) == len(set(pairs))  # no trial twice
+    per_arch = {}
+    for supernet, arch, lr in pairs:
+        per_arch.setdefault((supernet, arch), set()).add(lr)
+    assert all(lrs == {0.1, 0.3} for lrs in per_arch.values())
+    assert all(t.state.name == "COMPLETE" for t in supernets + archs)
 
 
-def test_unknown_cost_term_is_named(tmp_path, toy_registry):
-    spec = resolve(toy_registry, "toy", overrides=SMALL + ["search.cost.terms={latency: 1}"])
-    with pytest.raises(ConfigError, match="unknown cost 'latency'; toy offers flops"):
-        run_pipeline(toy_registry, spec, tmp_path / "run", progress=False)
+def test_bad_grid_key_fails_before_anything_runs(tmp_path, toy_registry):
+    path = write_experiment(tmp_path / "exp.yaml",
+                            architectures={"grid": {"train.optimiser.lr": [0.1]}})
+    with pytest.raises(ConfigError, match="train.optimiser: unknown key"):
+        plan_experiment(toy_registry, experiment=path)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, toy_registry):
+    run_dir = tmp_path / "run"
+    run_experiment(run_dir, plan_experiment(toy_registry, plugin="toy",
+                                            overrides=overrides(SMALL)), PoolSettings(["cpu"]))
+    other = plan_experiment(toy_registry, plugin="toy", overrides=overrides(SMALL) + ["seed=2"])
+    with pytest.raises(ConfigError, match="made by another experiment"):
+        run_experiment(run_dir, other, PoolSettings(["cpu"]))
+
+
+def test_unknown_cost_term_fails_the_trial_and_is_reported(tmp_path, toy_registry):
+    plan = plan_experiment(toy_registry, plugin="toy",
+                           overrides=overrides(SMALL) + ["search.cost.terms={latency: 1}"])
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="no architecture finished training"):
+        run_experiment(run_dir, plan, PoolSettings(["cpu"]))
+    log = next(run_dir.glob("trials/supernet-*/log.txt")).read_text()
+    assert "unknown cost 'latency'; toy offers flops" in log

@@ -1,0 +1,172 @@
+"""Experiment files: the supernet grid and the sampled-architecture grid (paper Fig. 2).
+
+A list of values is a grid: every combination is run once. A range ``{low, high, log}``
+is sampled by Optuna's TPE sampler, ``n_trials`` times. Values are set by dotted setting
+keys (``search.weights_optimizer.lr``), never by substituting text into a command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from dnas_core.config import ConfigError, build, load_yaml, parse_override, to_dict
+
+
+@dataclass
+class Range:
+    """A sampled parameter: uniform (or log-uniform) between low and high."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+
+
+@dataclass
+class Stage:
+    """One stage's parameter space; ``n_trials`` is needed once any parameter is a range."""
+
+    grid: dict[str, list[Any] | Range] = field(default_factory=dict)
+    n_trials: int | None = None
+    prune: bool = False
+
+    def __post_init__(self) -> None:
+        for key, values in self.grid.items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"grid.{key}: an empty list has no values to try")
+        if self.sampled and not self.n_trials:
+            raise ValueError("n_trials is required when a parameter is a range")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ValueError("n_trials must be at least 1")
+
+    @property
+    def sampled(self) -> bool:
+        return any(isinstance(v, Range) for v in self.grid.values())
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the listed values (ranges excluded)."""
+        lists = {k: v for k, v in self.grid.items() if isinstance(v, list)}
+        keys = sorted(lists)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))]
+
+    def trial_count(self) -> int:
+        return self.n_trials if self.sampled else len(self.grid_points())
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Optuna distributions; list values travel as JSON strings (they may be lists)."""
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for key, values in self.grid.items():
+            if isinstance(values, Range):
+                if values.integer:
+                    out[key] = optuna.distributions.IntDistribution(
+                        int(values.low), int(values.high), log=values.log)
+                else:
+                    out[key] = optuna.distributions.FloatDistribution(
+                        values.low, values.high, log=values.log)
+            else:
+                out[key] = optuna.distributions.CategoricalDistribution(
+                    [encode(v) for v in values])
+        return out
+
+
+@dataclass
+class Experiment:
+    plugin: str
+    preset: str | None = None
+    config: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+    supernets: Stage = field(default_factory=Stage)
+    architectures: Stage = field(default_factory=Stage)
+    trial_timeout: float | None = None
+    max_oom_retries: int = 2
+
+    data_path: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(to_dict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Experiment:
+        return build(cls, json.loads(text))
+
+
+def encode(value: Any) -> Any:
+    """Optuna categorical choices must be scalars: other values become JSON text."""
+    return value if isinstance(value, (bool, int, float, str)) or value is None \
+        else "json:" + json.dumps(value, sort_keys=True)
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("json:"):
+        return json.loads(value[5:])
+    return value
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """A stable short name for a parameter combination: the trial's directory name."""
+    text = json.dumps({k: decode(v) for k, v in params.items()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_experiment(path: Path) -> Experiment:
+    data, origins = load_yaml(path)
+    experiment = build(Experiment, data, origins=origins)
+    if experiment.config is not None:
+        config = (Path(path).parent / experiment.config)
+        if not config.is_file():
+            raise ConfigError(f"{origins.get('config', path)}: config: no file {config}")
+        experiment.config = str(config.resolve())
+    return experiment
+
+
+def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | None = None,
+                    preset: str | None = None, experiment: Path | None = None,
+                    overrides: Sequence[str] = (), data_path: str | None = None) -> Experiment:
+    """The experiment a ``dnas search`` command describes, validated before anything runs.
+
+    Without an experiment file it is one supernet and one training per architecture.
+    Every grid point of both stages is resolved once here, so a misspelt key or a bad
+    value fails at once, naming itself, instead of inside a trial hours later.
+    """
+    from dnas_core.runspec import resolve
+
+    plan = load_experiment(experiment) if experiment else Experiment(plugin=plugin or "")
+    if experiment and plugin and registry.domain(plugin).name != registry.domain(plan.plugin).name:
+        raise ConfigError(f"{experiment}: plugin: the experiment is for {plan.plugin!r}, "
+                          f"not {plugin!r}")
+    if config is not None:
+        plan.config = str(Path(config).resolve())
+    if preset is not None:
+        plan.preset = preset
+    for text in overrides:
+        key = text.split("=", 1)[0]
+        value = parse_override(text)
+        for part in key.split("."):
+            value = value[part]
+        plan.set[key] = value
+    if data_path is not None:
+        plan.data_path = str(Path(data_path).resolve())
+    base = resolve(registry, plan.plugin or None,
+                   config=Path(plan.config) if plan.config else None, preset=plan.preset,
+                   values=plan.set, data_path=plan.data_path)
+    plan.plugin = base.domain.name
+    first = plan.supernets.grid_points()[:1] or [{}]
+    for point in plan.supernets.grid_points() + [
+            {**first[0], **p} for p in plan.architectures.grid_points()]:
+        resolve(registry, plan.plugin, config=Path(plan.config) if plan.config else None,
+                preset=plan.preset, values={**plan.set, **point}, data_path=plan.data_path)
+    return plan

@@ -1,0 +1,181 @@
+"""The experiment pipeline: stage-1 supernets and stage-2 architectures on the trial pool.
+
+A coordinator claims trials from the two studies whenever a pool slot is free (stage 2
+first, so finished supernets' architectures start at once, with no barrier between the
+stages), records each outcome in the study and the run directory, and queues a finished
+supernet's architectures x their training grid. Every worker, on any machine, runs this
+same loop against the shared storage; ``dnas search`` is the one-worker case.
+
+Nothing is lost to a crash or SIGKILL: results live in the storage and in atomically
+written files, trial directories are named by parameters so a rerun continues from the
+checkpoints of the attempt before, and on start the coordinator recovers the trials that
+a dead worker left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from dnas_core.architecture import Architecture
+from dnas_core.pool import Job, Outcome, TrialPool
+from dnas_core.report import write_report
+from dnas_core.study import ARCHITECTURES, HEARTBEAT_SECONDS, SUPERNETS, Studies
+
+CLAIM_INTERVAL = 1.0
+from dnas_core.worker import result_path, trial_dir
+
+
+@dataclass
+class PoolSettings:
+    devices: list[str] | str = "auto"
+    jobs_per_device: int = 1
+    timeout: float | None = None
+    max_oom_retries: int = 2
+
+
+class Coordinator:
+    """Runs an experiment's trials from one storage until nothing is left to claim."""
+
+    def __init__(self, run_dir: Path, studies: Studies, pool: PoolSettings):
+        self.run_dir = Path(run_dir)
+        self.studies = studies
+        self.pool_settings = pool
+        self.running: dict[str, tuple[str, FrozenTrial]] = {}
+        self._next_beat = 0.0
+        self._next_claim = 0.0
+
+    # ----- jobs ----------------------------------------------------------------------------
+    def _job(self, name: str, trial: FrozenTrial) -> Job:
+        argv = [sys.executable, "-m", "dnas_core.worker", "--storage", self.studies.url,
+                "--study", name, "--trial", str(trial.number), "--run-dir", str(self.run_dir)]
+        directory = trial_dir(self.run_dir, trial)
+        directory.mkdir(parents=True, exist_ok=True)
+        return Job(f"{name}/{trial.number}", argv, directory / "log.txt",
+                   timeout=self.pool_settings.timeout)
+
+    def next_job(self) -> Job | None:
+        """Claim the next trial (architectures first); asked whenever a slot is free.
+        After finding nothing, the storage is asked again only a second later."""
+        if time.monotonic() < self._next_claim:
+            return None
+        for name in (ARCHITECTURES, SUPERNETS):
+            claimed = self.studies.claim(name)
+            if claimed is not None:
+                frozen = self.studies.studies[name].get_trials(deepcopy=False)[claimed.number]
+                job = self._job(name, frozen)
+                self.running[job.key] = (name, frozen)
+                return job
+        self._next_claim = time.monotonic() + CLAIM_INTERVAL
+        return None
+
+    def heartbeat(self) -> None:
+        if time.monotonic() < self._next_beat:
+            return
+        self._next_beat = time.monotonic() + HEARTBEAT_SECONDS / 2
+        for _, trial in self.running.values():
+            self.studies.heartbeat(trial._trial_id)
+
+    # ----- outcomes ------------------------------------------------------------------------
+    def _record(self, name: str, trial: FrozenTrial, result: dict[str, Any]) -> None:
+        """Store a finished trial's result: files first, then the study (idempotent)."""
+        study = self.studies.studies[name]
+        if name == SUPERNETS:
+            for data in result["architectures"]:
+                Architecture.from_dict(data).save(self.run_dir / "architectures")
+            units = self.run_dir / "units.json"
+            units.write_text(json.dumps(result["units"], sort_keys=True))
+            self.studies.enqueue_architectures(trial.user_attrs["key"], result["architectures"])
+        else:
+            study.set_user_attr(f"row:{trial.number}", result["row"])
+            with (self.run_dir / "results.jsonl").open("a") as handle:
+                handle.write(json.dumps(result["row"], sort_keys=True) + "\n")
+        study.tell(trial.number, result["value"])
+
+    def on_done(self, outcome: Outcome) -> None:
+        name, trial = self.running.pop(outcome.job.key)
+        self._next_claim = 0.0  # a finished supernet may have queued architectures
+        study = self.studies.studies[name]
+        if outcome.status == "ok":
+            self._record(name, trial, json.loads(result_path(self.run_dir, trial).read_text()))
+        elif outcome.status == "pruned":
+            study.tell(trial.number, state=TrialState.PRUNED)
+        else:
+            storage = self.studies.storage
+            storage.set_trial_user_attr(trial._trial_id, "final", True)
+            storage.set_trial_user_attr(trial._trial_id, "error",
+                                        f"{outcome.status}: {outcome.message}"[-2000:])
+            study.tell(trial.number, state=TrialState.FAIL)
+
+    def recover(self) -> None:
+        """Finish what a dead worker left RUNNING: record a written result, else rerun."""
+        for name, trial in self.studies.orphans():
+            path = result_path(self.run_dir, trial)
+            if path.exists():
+                self._record(name, trial, json.loads(path.read_text()))
+            else:
+                self.studies.requeue(name, trial)
+
+    def run(self) -> None:
+        self.recover()
+        pool = TrialPool(self.pool_settings.devices, self.pool_settings.jobs_per_device,
+                         max_oom_retries=self.pool_settings.max_oom_retries)
+        pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.heartbeat)
+
+    # ----- report --------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        """Write results.jsonl (from the storage, the source of truth), report.md and
+        summary.json."""
+        store = self.studies.studies[ARCHITECTURES].user_attrs
+        rows = [store[f"row:{t.number}"]
+                for t in self.studies.trials(ARCHITECTURES, [TrialState.COMPLETE])]
+        if not rows:
+            raise RuntimeError(f"no architecture finished training; see the trial logs under "
+                               f"{self.run_dir / 'trials'}")
+        results = self.run_dir / "results.jsonl"
+        tmp = results.with_name("results.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        tmp.replace(results)
+        units_path = self.run_dir / "units.json"
+        units = json.loads(units_path.read_text()) if units_path.exists() else {}
+        primary = rows[0]["primary_metric"]
+        heatmaps = sorted(self.run_dir.glob("trials/supernet-*/heatmaps/*.png"))
+        write_report(self.run_dir, f"dnas experiment: {self.studies.experiment.plugin}", rows,
+                     primary, units, heatmaps)
+        best = min(rows, key=lambda r: r[primary])
+        failed = (self.studies.trials(ARCHITECTURES, [TrialState.FAIL])
+                  + self.studies.trials(SUPERNETS, [TrialState.FAIL]))
+        summary = {"best_arch_id": best["arch_id"], "primary_metric": primary,
+                   primary: best[primary], "cost": best["cost"],
+                   "trained_architectures": len(rows),
+                   "failed_trials": sum(1 for t in failed if t.user_attrs.get("final"))}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        return summary
+
+
+def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
+                   storage: str | None = None, seed: int = 1) -> dict[str, Any]:
+    """Run (or resume) an experiment in ``run_dir`` and write its report.
+
+    The experiment is stored in the study: resuming with a different one is an error
+    rather than a silent mix of results.
+    """
+    from dnas_core.config import ConfigError
+    from dnas_core.study import default_storage
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or default_storage(run_dir)
+    studies = Studies(url, experiment, seed=seed)
+    if studies.experiment.to_json() != experiment.to_json():
+        raise ConfigError(f"{url}: this study was made by another experiment; use another "
+                          f"--out or --storage, or the same settings to resume")
+    coordinator = Coordinator(run_dir, studies, pool)
+    coordinator.run()
+    return coordinator.report()

@@ -1,0 +1,125 @@
+"""Runs one trial in its own process (the trial pool starts it from an argument list).
+
+    python -m dnas_core.worker --storage URL --study NAME --trial NUMBER --run-dir DIR
+
+The trial's parameters and the experiment come from the study storage, never from a
+command string. The outcome is written as JSON into the trial's directory (atomically,
+so a result file is always complete) and signalled by the exit code: see
+:mod:`dnas_core.pool` for the codes of out-of-memory, non-finite loss and pruning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from dnas_core.architecture import Architecture
+from dnas_core.plugins import make_registry
+from dnas_core.pool import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, watch_parent
+from dnas_core.runspec import resolve
+from dnas_core.search import NonFiniteLoss
+from dnas_core.study import Studies
+
+
+def trial_dir(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:
+    """Named by the parameters, not the trial number: a retried trial finds the
+    checkpoints of the attempt before it and continues from them."""
+    attrs = trial.user_attrs
+    if attrs.get("kind") == "arch":
+        return run_dir / "trials" / f"arch-{attrs['arch_id']}-{attrs['key']}"
+    return run_dir / "trials" / f"supernet-{attrs['key']}"
+
+
+def result_path(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:
+    return trial_dir(run_dir, trial) / "result.json"
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTrial,
+              run_dir: Path) -> dict[str, Any]:
+    # imported here: the pipeline imports plugins' heavy dependencies
+    from dnas_core.pipeline import (
+        build_data,
+        prepare_run_dir,
+        run_search,
+        test_architecture,
+        train_architecture,
+    )
+
+    study = studies.studies[study_name]
+    experiment = studies.experiment
+    registry = make_registry()
+    values = {**experiment.set, **studies.params(frozen)}
+    spec = resolve(registry, experiment.plugin,
+                   config=Path(experiment.config) if experiment.config else None,
+                   preset=experiment.preset, values=values, data_path=experiment.data_path)
+    directory = trial_dir(run_dir, frozen)
+    prepare_run_dir(spec, directory)
+    built = build_data(registry, spec)
+    if frozen.user_attrs.get("kind") == "supernet":
+        outcome = run_search(registry, spec, directory, built, progress=False)
+        primary = built.task.primary
+        return {"value": outcome.val_metrics[primary],
+                "supernet_val": outcome.val_metrics, "units": outcome.units,
+                "architectures": [a.to_dict() for a in outcome.architectures]}
+
+    arch = Architecture.from_dict(json.loads(frozen.user_attrs["arch_json"]))
+    trial = optuna.Trial(study, frozen._trial_id)
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        trial.report(metrics[built.task.primary], epoch)
+        if experiment.architectures.prune and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    row = train_architecture(registry, spec, arch, directory, built, progress=False,
+                             on_epoch=report)
+    row.update({f"test_{k}": v for k, v in
+                test_architecture(registry, spec, arch, directory, built).items()})
+    row.update({"trial": frozen.number, "supernet": frozen.user_attrs.get("supernet"),
+                "hyperparameters": studies.params(frozen)})
+    return {"value": row[f"val_{built.task.primary}"], "row": row}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dnas_core.worker")
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--trial", type=int, required=True)
+    parser.add_argument("--run-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    watch_parent()
+    try:
+        studies = Studies(args.storage)
+        frozen = studies.studies[args.study].get_trials(deepcopy=False)[args.trial]
+        result = run_trial(studies, args.study, frozen, args.run_dir)
+        write_result(result_path(args.run_dir, frozen), result)
+    except NonFiniteLoss as exc:
+        print(f"non-finite loss: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except torch.cuda.OutOfMemoryError as exc:
+        print(f"CUDA out of memory: {exc}", file=sys.stderr)
+        return EXIT_OOM
+    except optuna.TrialPruned as exc:
+        print(f"pruned: {exc}", file=sys.stderr)
+        return EXIT_PRUNED
+    except Exception:  # noqa: BLE001 - any other failure: print it, fail this trial only
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
