@@ -122,11 +122,22 @@ class Coordinator:
             else:
                 self.studies.requeue(name, trial)
 
+    def unfinished(self) -> bool:
+        """Trials still waiting or running anywhere (other workers may queue more)."""
+        return any(self.studies.trials(name, [TrialState.WAITING, TrialState.RUNNING])
+                   for name in (SUPERNETS, ARCHITECTURES))
+
     def run(self) -> None:
-        self.recover()
+        """Run trials until the whole experiment is finished, by this worker or others."""
         pool = TrialPool(self.pool_settings.devices, self.pool_settings.jobs_per_device,
                          max_oom_retries=self.pool_settings.max_oom_retries)
-        pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.heartbeat)
+        while True:
+            self.recover()
+            pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.heartbeat)
+            if not self.unfinished():
+                return
+            time.sleep(CLAIM_INTERVAL)  # another worker's trials are still running
+            self._next_claim = 0.0
 
     # ----- report --------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""Faults of the whole pipeline: SIGKILL of the coordinator, and two workers on one study."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dnas_core.experiment import plan_experiment
+from dnas_core.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
+from tests.core.test_pipeline import ROOT, SMALL
+
+EXPERIMENT = {"plugin": "toy", "set": SMALL,
+              "supernets": {"grid": {"search.temperature_decay": [0.1, 0.3]}},
+              "architectures": {"grid": {"train.optimizer.lr": [0.2]}}}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    environ = dict(os.environ, DNAS_PLUGIN_MODULES="tests.core.toy_plugin",
+                   PYTHONPATH=str(ROOT), DNAS_PLUGINS="")
+    monkeypatch.setenv("DNAS_PLUGIN_MODULES", "tests.core.toy_plugin")
+    return environ
+
+
+def dnas(*args):
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+def attempts(log: Path) -> int:
+    return sum(1 for line in log.read_text().splitlines()
+               if line.startswith("=== dnas pool:") and " on " in line)
+
+
+def check_finished_once(run_dir: Path) -> None:
+    studies = Studies(default_storage(run_dir))
+    done = {}
+    for name in (SUPERNETS, ARCHITECTURES):
+        for trial in studies.trials(name):
+            if trial.state.name == "COMPLETE":
+                key = trial.user_attrs["key"]
+                assert key not in done, f"{name} {key} completed twice"
+                done[key] = trial
+    assert len([t for t in done.values() if t.user_attrs["kind"] == "supernet"]) == 2
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == len({(r["supernet"], r["arch_id"]) for r in rows})
+    assert len(rows) == len([t for t in done.values() if t.user_attrs["kind"] == "arch"]) > 0
+
+
+@pytest.mark.parametrize("kill_when", ["supernet-checkpoint", "first-architecture-result"])
+def test_sigkill_then_rerun_finishes_without_rerunning_finished_trials(tmp_path, env,
+                                                                       kill_when):
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(yaml.safe_dump(EXPERIMENT))
+    run_dir = tmp_path / "run"
+    command = dnas("search", "--experiment", str(experiment), "--out", str(run_dir),
+                   "--devices", "cpu")
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pattern = ("trials/supernet-*/checkpoints/search.pt" if kill_when == "supernet-checkpoint"
+               else "trials/arch-*/result.json")
+    deadline = time.monotonic() + 240
+    while not list(run_dir.glob(pattern)):
+        assert proc.poll() is None, "the run ended before the kill point"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    finished_before = {p.parent for p in run_dir.glob("trials/*/result.json")}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    subprocess.run(command, env=env, cwd=tmp_path, check=True, capture_output=True)
+    check_finished_once(run_dir)
+    for directory in finished_before:  # finished work was recorded, not redone
+        assert attempts(directory / "log.txt") == 1
+    if kill_when == "supernet-checkpoint":
+        # the interrupted supernet trial ran again and resumed from its checkpoint
+        assert any(attempts(p) == 2 for p in run_dir.glob("trials/supernet-*/log.txt"))
+
+
+def test_two_workers_share_one_study_and_run_no_trial_twice(tmp_path, env, toy_registry):
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(yaml.safe_dump(EXPERIMENT))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Studies(default_storage(run_dir), plan_experiment(toy_registry, experiment=experiment))
+    workers = [subprocess.Popen(dnas("worker", str(run_dir), "--devices", "cpu"), env=env,
+                                cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=400)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    check_finished_once(run_dir)
+    for log in run_dir.glob("trials/*/log.txt"):
+        assert attempts(log) == 1, log
