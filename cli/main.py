@@ -86,8 +86,9 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
                                data_path=data_path)
         run_dir = out or Path("runs") / f"{plan.plugin}-{time.strftime('%Y%m%d-%H%M%S')}"
         click.echo(f"run directory: {run_dir}", err=True)
-        summary = run_experiment(run_dir, plan, _pool(devices, jobs_per_device, timeout,
-                                                      plan.max_oom_retries), storage)
+        pool = _pool(devices, jobs_per_device, timeout or plan.trial_timeout,
+                     plan.max_oom_retries)
+        summary = run_experiment(run_dir, plan, pool, storage)
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -121,8 +122,10 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
         studies = Studies(url)
     except KeyError as exc:
         raise click.ClickException(f"{url}: no dnas experiment in this storage") from exc
-    coordinator = Coordinator(run_dir, studies, _pool(devices, jobs_per_device, timeout,
-                                                     studies.experiment.max_oom_retries))
+    experiment = studies.experiment
+    coordinator = Coordinator(run_dir, studies, _pool(
+        devices, jobs_per_device, timeout or experiment.trial_timeout,
+        experiment.max_oom_retries))
     coordinator.run()
     click.echo(json.dumps(coordinator.report(), indent=2, sort_keys=True))
 

@@ -39,8 +39,11 @@ class BinaryClassification:
         self.negative_rate = negative_rate
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return nn.functional.binary_cross_entropy(outputs.reshape(-1).clamp(1e-7, 1 - 1e-7),
-                                                  targets.reshape(-1).to(outputs.dtype))
+        # written out rather than F.binary_cross_entropy, which raises on NaN inputs: a
+        # diverged model must surface as a non-finite loss, not as a crash
+        p = outputs.reshape(-1).clamp(1e-7, 1 - 1e-7)
+        y = targets.reshape(-1).to(p.dtype)
+        return -(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean()
 
     def corrected(self, probs: Tensor) -> Tensor:
         if self.negative_rate is None or self.negative_rate == 1:

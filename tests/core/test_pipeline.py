@@ -113,3 +113,32 @@ def test_unknown_cost_term_fails_the_trial_and_is_reported(tmp_path, toy_registr
         run_experiment(run_dir, plan, PoolSettings(["cpu"]))
     log = next(run_dir.glob("trials/supernet-*/log.txt")).read_text()
     assert "unknown cost 'latency'; toy offers flops" in log
+
+
+def test_faulty_trials_are_handled_while_the_others_finish(tmp_path, toy_registry):
+    path = write_experiment(
+        tmp_path / "exp.yaml", trial_timeout=30, max_oom_retries=1,
+        architectures={"grid": {"domain.fault": ["none", "oom", "crash", "hang", "nan"]}})
+    plan = plan_experiment(toy_registry, experiment=path)
+    run_dir = tmp_path / "run"
+    summary = run_experiment(run_dir, plan, PoolSettings(["cpu"], jobs_per_device=2,
+                                                         timeout=plan.trial_timeout,
+                                                         max_oom_retries=plan.max_oom_retries))
+    studies = Studies(default_storage(run_dir))
+    by_fault = {}
+    for trial in studies.trials(ARCHITECTURES):
+        by_fault.setdefault(trial.params["domain.fault"], []).append(trial)
+    assert all(t.state.name == "COMPLETE" for t in by_fault["none"])
+    for fault, status in [("oom", "oom"), ("crash", "failed"), ("hang", "timeout"),
+                          ("nan", "nonfinite")]:
+        for trial in by_fault[fault]:
+            assert trial.state.name == "FAIL"
+            assert trial.user_attrs["error"].startswith(status), trial.user_attrs["error"]
+    crash_log = next(run_dir.glob(f"trials/arch-*-{by_fault['crash'][0].user_attrs['key']}/log.txt"))
+    assert "the toy plugin crashes on purpose" in crash_log.read_text()
+    oom_log = next(run_dir.glob(f"trials/arch-*-{by_fault['oom'][0].user_attrs['key']}/log.txt"))
+    assert "attempt 2" in oom_log.read_text()  # requeued once, then given up
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert {r["hyperparameters"]["domain.fault"] for r in rows} == {"none"}
+    assert all(r["val_logloss"] == r["val_logloss"] for r in rows)  # no NaN recorded
+    assert summary["failed_trials"] == 4 * len(by_fault["none"])

@@ -6,7 +6,9 @@ works moves theta toward the MLP unless the cost term dominates.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,6 +33,8 @@ FLOPS = [2.0 * 4, 2.0 * (4 * 16 + 16)]
 class ToySettings:
     rows: int = 2000
     hidden: int = 16
+    # makes sampled-architecture training misbehave, to test the pipeline's fault handling
+    fault: Literal["none", "oom", "crash", "hang", "nan"] = "none"
 
 
 class ToySuperNet(SuperNet):
@@ -50,13 +54,21 @@ class ToySuperNet(SuperNet):
 
 
 class ToySampled(nn.Module):
-    def __init__(self, op: str, hidden: int):
+    def __init__(self, op: str, hidden: int, fault: str = "none"):
         super().__init__()
+        self.fault = fault
         self.net = (nn.Linear(4, 1) if op == "linear" else
                     nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x)).squeeze(-1)
+        if self.fault == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated by the toy plugin)")
+        if self.fault == "crash":
+            raise ValueError("the toy plugin crashes on purpose")
+        if self.fault == "hang":
+            time.sleep(3600)
+        out = torch.sigmoid(self.net(x)).squeeze(-1)
+        return out * float("nan") if self.fault == "nan" else out
 
 
 def make_data(rows: int, seed: int) -> DataBundle:
@@ -92,7 +104,7 @@ def dnas_make_supernet(domain, settings, data_info):
 @hookimpl
 def dnas_make_sampled(domain, settings, architecture, data_info):
     if domain == "toy":
-        return ToySampled(architecture.spec["op"], settings.hidden)
+        return ToySampled(architecture.spec["op"], settings.hidden, settings.fault)
     return None
 
 
