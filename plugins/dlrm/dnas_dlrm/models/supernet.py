@@ -1,0 +1,168 @@
+"""The DLRM supernet: any combination of searched parts, the rest at their fixed shapes.
+
+Parts (``settings.search``): ``emb_dim`` (per-feature width, prefix masks), ``emb_card``
+(per-feature hash size), ``bottom_mlp`` and ``top_mlp`` (FC-of-FC). The embedding
+decisions live on this module (``emb_dim``, ``emb_card``: one row per feature); each MLP
+part is an :class:`FcOfFc` owning its node decisions (``bottom_mlp.layer2``, ...,
+``bottom_mlp.output``). All four may be searched at once.
+
+The interaction width is the largest dimension option when ``emb_dim`` is searched, else
+``embedding_dim``; the bottom MLP ends at that width and the top MLP starts at the
+interaction's output size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dnas_core.supernet import Decision, SuperNet
+from dnas_dlrm.models.backbone import (
+    DotInteraction,
+    FusedEmbedding,
+    Mlp,
+    dlrm_forward,
+    table_rows,
+)
+from dnas_dlrm.models.emb_card import HashedEmbeddings
+from dnas_dlrm.models.emb_dim import DimMask
+from dnas_dlrm.models.fcfc import FcOfFc
+from dnas_dlrm.settings import DlrmSettings
+
+
+def feature_labels(n: int) -> list[str]:
+    return [f"C{j + 1}" for j in range(n)]
+
+
+class SearchedEmbeddings(nn.Module):
+    """Tables (plain or hashed candidates) followed by an optional width mask.
+
+    The supernet hands in the option weights its decisions drew; the module itself owns
+    no architecture parameters.
+    """
+
+    def __init__(self, tables: FusedEmbedding | HashedEmbeddings, mask: DimMask | None):
+        super().__init__()
+        self.tables = tables
+        self.hashed = isinstance(tables, HashedEmbeddings)  # takes (ids, card weights)
+        self.mask = mask
+        self.card_weights: Tensor | None = None
+        self.dim_weights: Tensor | None = None
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if self.hashed:
+            vectors = self.tables(ids, self.card_weights)
+        else:
+            vectors = self.tables(ids)
+        if self.mask is not None:
+            vectors = self.mask(vectors, self.dim_weights)
+        return vectors
+
+
+class DlrmSuperNet(SuperNet):
+    """DLRM with searched parts swapped in; ``forward((dense, sparse))`` -> probabilities."""
+
+    def __init__(self, settings: DlrmSettings, cardinalities: Sequence[int], n_dense: int):
+        super().__init__()
+        self.settings = settings
+        self.n_sparse, self.n_dense = len(cardinalities), int(n_dense)
+        self.rows = table_rows(cardinalities, settings.max_rows)
+        searched = set(settings.search)
+        self.searched = searched
+        labels = feature_labels(self.n_sparse)
+        sparse = settings.sparse_embeddings
+        self.sparse_groups = {"embeddings"} if sparse else set()
+
+        self.dim_options = (list(settings.emb_dim_options) if "emb_dim" in searched
+                            else [settings.embedding_dim])
+        self.width = max(self.dim_options)
+        if "emb_card" in searched:
+            tables: FusedEmbedding | HashedEmbeddings = HashedEmbeddings(
+                self.rows, settings.emb_card_options, self.width, sparse)
+            self.row_options = tables.sizes
+            self.emb_card = Decision(len(settings.emb_card_options), groups=self.n_sparse,
+                                     labels=[f"{f:g}" for f in settings.emb_card_options],
+                                     group_labels=labels)
+        else:
+            tables = FusedEmbedding(self.rows, self.width, sparse)
+            self.row_options = [[r] for r in self.rows]
+        mask = None
+        if "emb_dim" in searched:
+            mask = DimMask(self.dim_options)
+            self.emb_dim = Decision(len(self.dim_options), groups=self.n_sparse,
+                                    labels=[str(d) for d in self.dim_options],
+                                    group_labels=labels)
+        self.embeddings = SearchedEmbeddings(tables, mask)
+
+        self.interaction = DotInteraction(self.n_sparse + 1, settings.self_interaction)
+        top_in = self.interaction.output_size(self.width)
+        self.bottom_mlp = self._mlp("bottom_mlp", self.n_dense, self.width,
+                                    settings.bottom_mlp, final_relu=True)
+        self.top_mlp = self._mlp("top_mlp", top_in, 1, settings.top_mlp, final_relu=False)
+        self.last_batch_size: int | None = None
+
+    def _mlp(self, part: str, n_in: int, n_out: int, hidden: Sequence[int],
+             final_relu: bool) -> nn.Module:
+        if part in self.searched:
+            return FcOfFc(n_in, n_out, self.settings.mlp_size_options,
+                          self.settings.mlp_max_layers, final_relu)
+        return Mlp([n_in, *hidden, n_out], final_relu)
+
+    # ----- forward ----------------------------------------------------------------------------
+    def forward(self, inputs: tuple[Tensor, Tensor]) -> Tensor:
+        batch = inputs[0].shape[0]
+        self.last_batch_size = batch
+        if "emb_card" in self.searched:
+            self.embeddings.card_weights = self.emb_card.mix_weights(batch)
+        if "emb_dim" in self.searched:
+            self.embeddings.dim_weights = self.emb_dim.mix_weights(batch)
+        return dlrm_forward(self.bottom_mlp, self.embeddings, self.interaction, self.top_mlp,
+                            inputs)
+
+    def embedding_weights(self) -> tuple[Tensor, Tensor]:
+        """Option weights of the last forward: card (b, f, n_card), dim (b, f, n_dim).
+
+        A part not searched has one option of weight 1.
+        """
+        batch = self.last_batch_size
+        if batch is None:
+            raise RuntimeError("no forward pass yet")
+        ones = torch.ones(batch, self.n_sparse, 1, device=self.interaction.rows.device)
+        card = self.emb_card.last_weights if "emb_card" in self.searched else ones
+        dim = self.emb_dim.last_weights if "emb_dim" in self.searched else ones
+        return card, dim
+
+    # ----- parameter groups -------------------------------------------------------------------
+    def weight_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        tables = list(self.embeddings.parameters())
+        table_ids = {id(p) for p in tables}
+        dense = [p for p in self.weight_parameters() if id(p) not in table_ids]
+        return {"embeddings": tables, "dense": dense}
+
+    # ----- architectures ----------------------------------------------------------------------
+    def decode(self, choices: Mapping[str, Any]) -> dict[str, Any]:
+        """Raw choices -> the spec of the sampled model (see ``dnas_dlrm.models``)."""
+        if "emb_dim" in self.searched:
+            dims = [self.dim_options[int(c)] for c in choices["emb_dim"]]
+        else:
+            dims = [self.width] * self.n_sparse
+        if "emb_card" in self.searched:
+            rows = [self.row_options[j][int(c)] for j, c in enumerate(choices["emb_card"])]
+        else:
+            rows = list(self.rows)
+        width = max(dims)
+        top_in = self.interaction.output_size(width)
+        bottom = self._layers(self.bottom_mlp, choices, "bottom_mlp.")
+        top = self._layers(self.top_mlp, choices, "top_mlp.")
+        # the sampled model pads to its own widest table, not the supernet's widest option
+        bottom[-1], top[0] = width, top_in
+        return {"emb_dims": dims, "hash_sizes": rows, "bottom_mlp": bottom, "top_mlp": top}
+
+    @staticmethod
+    def _layers(part: nn.Module, choices: Mapping[str, Any], prefix: str) -> list[int]:
+        if isinstance(part, FcOfFc):
+            return part.layers(choices, prefix)
+        return list(part.sizes)
