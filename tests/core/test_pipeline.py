@@ -142,3 +142,17 @@ def test_faulty_trials_are_handled_while_the_others_finish(tmp_path, toy_registr
     assert {r["hyperparameters"]["domain.fault"] for r in rows} == {"none"}
     assert all(r["val_logloss"] == r["val_logloss"] for r in rows)  # no NaN recorded
     assert summary["failed_trials"] == 4 * len(by_fault["none"])
+
+
+def test_optuna_prunes_a_hopeless_training_run(tmp_path, toy_registry):
+    path = write_experiment(
+        tmp_path / "exp.yaml",
+        # one architecture (the argmax), trained with three learning rates in this order
+        set={**SMALL, "search.sample_argmax": True, "train.epochs": 3},
+        architectures={"grid": {"train.optimizer.lr": [0.2, 0.25, 1e-5]}, "prune": True})
+    plan = plan_experiment(toy_registry, experiment=path)
+    run_dir = tmp_path / "run"
+    run_experiment(run_dir, plan, PoolSettings(["cpu"]))
+    states = {t.params["train.optimizer.lr"]: t.state.name
+              for t in Studies(default_storage(run_dir)).trials(ARCHITECTURES)}
+    assert states == {0.2: "COMPLETE", 0.25: "COMPLETE", 1e-5: "PRUNED"}
