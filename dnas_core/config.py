@@ -186,15 +186,36 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], Origins]:
     return data, origins
 
 
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``update`` into ``base`` (mappings merge, everything else replaces)."""
+def merge(base: Mapping[str, Any], update: Mapping[str, Any],
+          atomic: frozenset[str] = frozenset(), prefix: str = "") -> dict[str, Any]:
+    """Deep-merge ``update`` into ``base``: sections merge, everything else replaces.
+
+    Paths in ``atomic`` are settings whose value is itself a mapping (say
+    ``search.arch_sampling``): a later layer replaces them whole rather than adding keys.
+    """
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if (isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+                and path not in atomic):
+            out[key] = merge(out[key], value, atomic, path)
         else:
             out[key] = value
     return out
+
+
+def mapping_settings(cls: type, prefix: str = "") -> frozenset[str]:
+    """Dotted paths of the fields of ``cls`` (and its nested dataclasses) typed as dicts."""
+    paths: set[str] = set()
+    for name, tp in get_type_hints(cls).items():
+        path = f"{prefix}.{name}" if prefix else name
+        options = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
+        for option in options:
+            if dataclasses.is_dataclass(option):
+                paths |= mapping_settings(option, path)
+            elif get_origin(option) in (dict, Mapping):
+                paths.add(path)
+    return frozenset(paths)
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dnas_core.config import (
     Origins,
     build,
     load_yaml,
+    mapping_settings,
     merge,
     nest,
     override_origins,
@@ -67,7 +68,8 @@ class RunSpec:
 def _layer(data: dict[str, Any], origins: Origins, update: Mapping[str, Any],
            update_origins: Origins) -> dict[str, Any]:
     origins.update(update_origins)
-    return merge(data, update)
+    # "domain" is one section whose inside the domain's own type validates later
+    return merge(data, update, mapping_settings(RunSettings) - {"domain"})
 
 
 def resolve(registry: Registry, plugin: str | None, *, config: Path | None = None,

@@ -67,3 +67,15 @@ def test_unknown_plugin_lists_the_available_ones(toy_registry):
 def test_build_requires_mappings():
     with pytest.raises(ConfigError, match="search: expected a mapping"):
         build(RunSettings, {"search": 3})
+
+
+def test_a_later_layer_replaces_mapping_settings_whole(tmp_path, toy_registry):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("search:\n  arch_sampling: {2: 1}\n  weights_optimizer: {args: {momentum: 0.9}}\n")
+    spec = resolve(toy_registry, "toy", config=cfg,
+                   overrides=["search.arch_sampling={3: 2}",
+                              "search.weights_optimizer.lr=0.5"])
+    assert spec.settings.search.arch_sampling == {3: 2}  # not {2: 1, 3: 2}
+    # sections still merge key by key
+    assert spec.settings.search.weights_optimizer.args == {"momentum": 0.9}
+    assert spec.settings.search.weights_optimizer.lr == 0.5
