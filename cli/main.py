@@ -149,11 +149,39 @@ def list_plugins(as_json: bool) -> None:
             click.echo(f"    {hook}")
 
 
-def main() -> None:
+@cli.group("plugin")
+def plugin_group() -> None:
+    """Create plugins."""
+
+
+@plugin_group.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="Folder to create dnas-NAME/ in.")
+def plugin_new(name: str, directory: Path) -> None:
+    """Write a minimal working plugin to start from."""
+    from cli.scaffold import ScaffoldError, scaffold_plugin
+
     try:
-        registry().hook.dnas_register_commands(cli=cli)
-    except Exception as exc:  # noqa: BLE001 - a plugin's command must not break the CLI
-        click.echo(f"warning: a plugin failed to add its commands: {exc!r}", err=True)
+        target = scaffold_plugin(name, directory)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"created {target}; next: pip install -e {target} && dnas plugins")
+
+
+def add_plugin_commands(group: click.Group) -> None:
+    """Each plugin adds its commands on its own: one that fails is reported, the others
+    still get theirs."""
+    for impl in registry().pm.hook.dnas_register_commands.get_hookimpls():
+        try:
+            impl.function(cli=group)
+        except Exception as exc:  # noqa: BLE001 - a plugin's command must not break the CLI
+            click.echo(f"warning: plugin {impl.plugin_name!r} failed to add its commands: "
+                       f"{exc!r}", err=True)
+
+
+def main() -> None:
+    add_plugin_commands(cli)
     cli(prog_name="dnas")
 
 
