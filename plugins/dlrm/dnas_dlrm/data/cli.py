@@ -1,0 +1,131 @@
+"""``dnas dlrm prepare``: the click command over :func:`.prepare.prepare`.
+
+Also runnable alone: ``python -m dnas_dlrm.data.cli INPUT... --out DIR``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .criteo import BadLineError
+from .manifest import ManifestError
+from .prepare import PrepareError, PrepareOptions, prepare
+from .schema import NUM_SPARSE
+
+
+def _parse_hash_sizes(values: tuple[str, ...]) -> tuple[int | None, dict[str, int] | list[int]]:
+    """``--hash-size`` values: ``N`` (all features), ``C3=N`` (one), or 26 comma-separated."""
+    global_size: int | None = None
+    per_feature: dict[str, int] = {}
+    listed: list[int] | None = None
+
+    def number(text: str) -> int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not an integer",
+                                     param_hint="--hash-size") from None
+
+    for value in values:
+        if "=" in value:
+            name, size = value.split("=", 1)
+            per_feature[name.strip()] = number(size)
+        elif "," in value:
+            parts = [p for p in value.split(",")]
+            if len(parts) != NUM_SPARSE:
+                raise click.BadParameter(f"a comma list needs {NUM_SPARSE} sizes, got "
+                                         f"{len(parts)}", param_hint="--hash-size")
+            listed = [number(p) for p in parts]
+        else:
+            global_size = number(value)
+    if listed is not None:
+        if per_feature:
+            raise click.BadParameter("give either a comma list of 26 sizes or C<j>=N "
+                                     "entries, not both", param_hint="--hash-size")
+        return global_size, listed
+    return global_size, per_feature
+
+
+@click.command("prepare")
+@click.argument("inputs", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory (must not exist, unless --overwrite).")
+@click.option("--hash-size", "hash_size", multiple=True, metavar="N|Cj=N|N1,...,N26",
+              help="Hash categorical values into tables of N rows: one N for all features, "
+                   "Cj=N for one feature (repeatable), or 26 comma-separated sizes. "
+                   "Features without a size use a vocabulary built on the training rows.")
+@click.option("--min-count", default=1, show_default=True, type=int,
+              help="Vocabulary mode: values seen fewer times in training share row 1.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the splits, the subsample and negative downsampling.")
+@click.option("--arch-fraction", default=0.2, show_default=True, type=float,
+              help="Fraction of the training rows that train the architecture parameters.")
+@click.option("--split-by-day", is_flag=True,
+              help="Last input file (a day) -> validation/test; the others -> training. "
+                   "Default: first 6/7 of rows -> training, last 1/7 -> validation/test.")
+@click.option("--subsample", default=1.0, show_default=True, type=float,
+              help="Keep this fraction of lines (seeded, per line).")
+@click.option("--negative-rate", default=None, type=float,
+              help="Keep training negatives with this probability (recorded; correct "
+                   "predictions with correct_downsampled).")
+@click.option("--on-bad-line", type=click.Choice(["error", "skip"]), default="error",
+              show_default=True, help="Stop at a malformed line, or skip and list it.")
+@click.option("--allow-short-lines", is_flag=True,
+              help="Accept lines whose trailing empty fields were stripped.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--sparse-dtype", type=click.Choice(["auto", "int32", "int64"]), default="auto",
+              show_default=True, help="Integer type of the stored ids.")
+@click.option("--chunk-mb", default=16, show_default=True, type=int,
+              help="Bytes of text parsed at a time (MiB).")
+@click.option("--single-thread", is_flag=True, help="Parse on one core only.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[str, ...],
+                    min_count: int, seed: int, arch_fraction: float, split_by_day: bool,
+                    subsample: float, negative_rate: float | None, on_bad_line: str,
+                    allow_short_lines: bool, overwrite: bool, sparse_dtype: str,
+                    chunk_mb: int, single_thread: bool, quiet: bool) -> None:
+    """Prepare Criteo text files (Kaggle train.txt or 1TB day_N, plain or gzip) for DLRM.
+
+    INPUT files are read in the order given, which must be time order.
+    """
+    global_size, per_feature = _parse_hash_sizes(hash_size)
+    try:
+        options = PrepareOptions(
+            hash_size=global_size, hash_sizes=per_feature or None, min_count=min_count,
+            seed=seed, arch_fraction=arch_fraction, split_by_day=split_by_day,
+            subsample=subsample, negative_rate=negative_rate,
+            on_bad_line=on_bad_line,  # type: ignore[arg-type]
+            allow_short_lines=allow_short_lines, overwrite=overwrite,
+            sparse_dtype=sparse_dtype,  # type: ignore[arg-type]
+            chunk_bytes=chunk_mb << 20, use_threads=not single_thread)
+    except PrepareError as error:
+        raise click.UsageError(str(error)) from None
+    last = [0.0]
+
+    def progress(state: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5.0:
+            last[0] = now
+            rate = state["rows"] / max(state["elapsed_s"], 1e-9)
+            click.echo(f"{Path(state['file']).name}: {state['lines']:,} lines, "
+                       f"{state['rows']:,} rows in all, {rate:,.0f} rows/s", err=True)
+
+    try:
+        manifest = prepare(list(inputs), out_dir, options, progress=None if quiet else progress)
+    except (PrepareError, BadLineError, ManifestError) as error:
+        raise click.ClickException(str(error)) from None
+    if not quiet:
+        sizes = ", ".join(f"{k} {v:,}" for k, v in manifest.split_sizes.items())
+        click.echo(f"prepared {manifest.rows:,} rows into {out_dir} in {manifest.elapsed_s:.1f} s "
+                   f"({sizes}); bad lines: {manifest.bad_lines['count']:,}", err=True)
+
+
+if __name__ == "__main__":
+    prepare_command(sys.argv[1:])
