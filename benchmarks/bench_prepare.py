@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
     parser.add_argument("--batches", type=int, default=200, help="random batches to time")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the synthetic file of an earlier run in --workdir")
     args = parser.parse_args()
 
     from dnas_dlrm.data import CriteoArrays, write_tsv
@@ -51,11 +53,14 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         source = work / ("synthetic.tsv.gz" if args.gzip else "synthetic.tsv")
         out = work / "prepared"
-        started = time.perf_counter()
-        write_tsv(source, args.lines, seed=args.seed)
-        written = time.perf_counter() - started
+        marker = source.with_name(source.name + f".{args.lines}-{args.seed}.done")
+        if not (args.reuse and marker.exists()):
+            started = time.perf_counter()
+            write_tsv(source, args.lines, seed=args.seed)
+            marker.touch()
+            print(f"wrote {args.lines:,} lines in {time.perf_counter() - started:.1f} s",
+                  flush=True)
         size_mb = source.stat().st_size / 2**20
-        print(f"wrote {args.lines:,} lines ({size_mb:,.0f} MiB) in {written:.1f} s", flush=True)
 
         command = [sys.executable, "-m", "dnas_dlrm.data.cli", str(source), "--out", str(out),
                    "--hash-size", str(args.hash_size), "--seed", str(args.seed), "--overwrite",
