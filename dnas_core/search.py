@@ -9,6 +9,7 @@ with the same seed would.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -173,6 +174,8 @@ class SearchManager:
         architectures sampled, in the order they were first drawn."""
         if self.checkpoint_path.exists():
             self._restore(checkpoint.load(self.checkpoint_path))
+            print(f"resuming search from chunk {self.next_chunk + 1}/{len(self.plan)} "
+                  f"({self.checkpoint_path})", file=sys.stderr, flush=True)
         for chunk in self.plan[self.next_chunk:]:
             self._run_chunk(chunk)
             if chunk.sample_count:

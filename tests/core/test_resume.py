@@ -15,7 +15,8 @@ from dnas_core.experiment import plan_experiment
 from dnas_core.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
 from tests.core.test_pipeline import ROOT, SMALL
 
-EXPERIMENT = {"plugin": "toy", "set": SMALL,
+# supernet steps slowed down (about 5 s a search), so that a kill lands inside one
+EXPERIMENT = {"plugin": "toy", "set": {**SMALL, "domain.step_delay": 0.03},
               "supernets": {"grid": {"search.temperature_decay": [0.1, 0.3]}},
               "architectures": {"grid": {"train.optimizer.lr": [0.2]}}}
 
@@ -69,17 +70,22 @@ def test_sigkill_then_rerun_finishes_without_rerunning_finished_trials(tmp_path,
         assert proc.poll() is None, "the run ended before the kill point"
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    finished_before = {p.parent for p in run_dir.glob("trials/*/result.json")}
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    time.sleep(3)  # the trial process notices its pool is gone and kills itself
+    finished_before = {p.parent for p in run_dir.glob("trials/*/result.json")}
+    interrupted = {p.parent.parent for p in run_dir.glob("trials/supernet-*/checkpoints/search.pt")
+                   if not (p.parent.parent / "result.json").exists()}
 
     subprocess.run(command, env=env, cwd=tmp_path, check=True, capture_output=True)
     check_finished_once(run_dir)
     for directory in finished_before:  # finished work was recorded, not redone
         assert attempts(directory / "log.txt") == 1
     if kill_when == "supernet-checkpoint":
-        # the interrupted supernet trial ran again and resumed from its checkpoint
-        assert any(attempts(p) == 2 for p in run_dir.glob("trials/supernet-*/log.txt"))
+        assert interrupted  # the kill landed inside a supernet search
+    for directory in interrupted:  # it ran again, in the same directory, from its checkpoint
+        log = (directory / "log.txt").read_text()
+        assert attempts(directory / "log.txt") == 2 and "resuming search from chunk" in log
 
 
 def test_two_workers_share_one_study_and_run_no_trial_twice(tmp_path, env, toy_registry):

@@ -35,17 +35,22 @@ class ToySettings:
     hidden: int = 16
     # makes sampled-architecture training misbehave, to test the pipeline's fault handling
     fault: Literal["none", "oom", "crash", "hang", "nan"] = "none"
+    # seconds each supernet step sleeps: makes a search last long enough to be killed
+    step_delay: float = 0.0
 
 
 class ToySuperNet(SuperNet):
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, step_delay: float = 0.0):
         super().__init__()
+        self.step_delay = step_delay
         self.ops = nn.ModuleList([
             nn.Linear(4, 1),
             nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 1))])
         self.op = Decision(2, labels=["linear", "mlp"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.step_delay:
+            time.sleep(self.step_delay)
         weights = self.op.mix_weights(len(x))
         return torch.sigmoid(weighted_sum(weights, [op(x) for op in self.ops])).squeeze(-1)
 
@@ -97,7 +102,7 @@ def dnas_make_data(domain, settings, seed):
 @hookimpl
 def dnas_make_supernet(domain, settings, data_info):
     if domain == "toy":
-        return ToySuperNet(settings.hidden)
+        return ToySuperNet(settings.hidden, settings.step_delay)
     return None
 
 
