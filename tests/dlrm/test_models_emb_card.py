@@ -10,6 +10,7 @@ from dnas_core.architecture import Architecture
 from dnas_dlrm.models import build_sampled, build_supernet, cost_models
 from dnas_dlrm.models.emb_card import HashedEmbeddings, hash_sizes
 from dnas_dlrm.settings import DlrmSettings
+from tests.dlrm.batches import random_inputs
 
 KAGGLE = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
           27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572]
@@ -27,10 +28,7 @@ def settings(**kw) -> DlrmSettings:
 
 
 def inputs(batch: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    dense = torch.rand(batch, N_DENSE, generator=gen)
-    sparse = torch.stack([torch.randint(0, c, (batch,), generator=gen) for c in CARDS], 1)
-    return dense, sparse
+    return random_inputs(CARDS, N_DENSE, batch, seed)
 
 
 def test_candidate_sizes_use_each_features_own_rows():

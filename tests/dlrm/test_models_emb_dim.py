@@ -13,6 +13,7 @@ from dnas_dlrm.models import build_sampled, build_supernet, cost_models
 from dnas_dlrm.models.backbone import EmbeddingTables
 from dnas_dlrm.models.emb_dim import DimMask
 from dnas_dlrm.settings import DlrmSettings
+from tests.dlrm.batches import random_inputs
 
 CARDS = [3, 40, 7, 1000, 55, 260, 90, 12]
 N_DENSE = 5
@@ -27,10 +28,7 @@ def settings(**kw) -> DlrmSettings:
 
 
 def inputs(batch: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    dense = torch.rand(batch, N_DENSE, generator=gen)
-    sparse = torch.stack([torch.randint(0, c, (batch,), generator=gen) for c in CARDS], 1)
-    return dense, sparse
+    return random_inputs(CARDS, N_DENSE, batch, seed)
 
 
 def test_prefix_mask_mix_equals_the_weighted_sum_of_masked_vectors():
