@@ -1,9 +1,9 @@
-"""One search run from configuration to report (paper Algorithm 1 and Fig. 2).
+"""The work of one trial (paper Algorithm 1): build a domain's objects through the
+plugin hooks, train a supernet, or train and test one sampled architecture.
 
-The two kinds of work, training a supernet and training one sampled architecture, are
-plain functions of (registry, run spec, run directory) so that they can run in this
-process or in a trial worker alike. Everything they produce lands in the run directory;
-running the same command on the same directory again skips what is finished.
+Each is a plain function of (registry, run spec, trial directory), called by the trial
+worker (:mod:`dnas_core.worker`); everything it produces lands in that directory, and a
+supernet search rerun there continues from its checkpoint.
 """
 
 from __future__ import annotations

@@ -37,16 +37,6 @@ DIGITS_INFO = {"channels": 1, "image_size": 8, "classes": 10}
 RANDOM_INFO = {"channels": 3, "image_size": 50, "classes": 5}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads per
-    process made these tests several times slower (and results depend on thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_settings(**changes) -> CnnSettings:
     values = {"stem_width": 4, "layer_strides": [1, 2], "kernels": [3, 5], "widths": [4, 8],
               "skip": True}

@@ -28,16 +28,6 @@ HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads per
-    process made these tests several times slower (and results depend on thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def short(spec) -> str:
     return " ".join("skip" if layer["op"] == "skip" else f"k{layer['kernel']}w{layer['width']}"
                     for layer in spec["layers"])
