@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from dnas_core.config import ConfigError
-from dnas_core.plugins import PluginError, Registry, make_registry
+from dnas_core.config.validate import ConfigError
+from dnas_core.plugins.registry import PluginError, Registry, make_registry
 
 _registry: Registry | None = None
 
@@ -47,7 +47,7 @@ def pool_options(command):
 
 def _pool(devices: str, jobs_per_device: int, timeout: float | None,
           max_oom_retries: int = 2) -> Any:
-    from dnas_core.orchestrate import PoolSettings
+    from dnas_core.runner.orchestrate import PoolSettings
 
     chosen: list[str] | str = devices if devices in ("auto", "cpu") else devices.split(",")
     return PoolSettings(["cpu"] if chosen == "cpu" else chosen, jobs_per_device, timeout,
@@ -77,8 +77,8 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
     Without --experiment this is one supernet and one training run per sampled
     architecture: the smallest experiment, run by the same trial pool.
     """
-    from dnas_core.experiment import plan_experiment
-    from dnas_core.orchestrate import run_experiment
+    from dnas_core.runner.experiment import plan_experiment
+    from dnas_core.runner.orchestrate import run_experiment
 
     try:
         plan = plan_experiment(registry(), plugin=plugin, config=config, preset=preset,
@@ -107,8 +107,8 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
     Several workers (on one machine or many) share the study: each claims waiting trials,
     so none is run twice.
     """
-    from dnas_core.orchestrate import Coordinator
-    from dnas_core.study import Studies, default_storage
+    from dnas_core.runner.orchestrate import Coordinator
+    from dnas_core.runner.study import Studies, default_storage
 
     path = Path(target)
     if path.is_dir():
@@ -160,7 +160,7 @@ def plugin_group() -> None:
               default=Path("."), show_default=True, help="Folder to create dnas-NAME/ in.")
 def plugin_new(name: str, directory: Path) -> None:
     """Write a minimal working plugin to start from."""
-    from cli.scaffold import ScaffoldError, scaffold_plugin
+    from dnas_cli.scaffold import ScaffoldError, scaffold_plugin
 
     try:
         target = scaffold_plugin(name, directory)

@@ -3,14 +3,14 @@
 The names below are the public API that plugins build on; everything else is internal.
 """
 
-from dnas_core.architecture import Architecture
-from dnas_core.cost import CombinedCost, CostLoss, CostModel, DecisionCostTable
-from dnas_core.data import SPLITS, BatchSource, DataBundle, Table, TensorTable
-from dnas_core.domain import Domain
-from dnas_core.hookspecs import hookimpl
-from dnas_core.sampling import hard_sample, most_likely, soft_sample, weighted_sum
-from dnas_core.supernet import Decision, SuperNet
-from dnas_core.tasks import BinaryClassification, MulticlassClassification, Task
+from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.cost import CombinedCost, CostLoss, CostModel, DecisionCostTable
+from dnas_core.engine.data import SPLITS, BatchSource, DataBundle, Table, TensorTable
+from dnas_core.plugins.domain import Domain
+from dnas_core.plugins.hookspecs import hookimpl
+from dnas_core.engine.sampling import hard_sample, most_likely, soft_sample, weighted_sum
+from dnas_core.engine.supernet import Decision, SuperNet
+from dnas_core.engine.tasks import BinaryClassification, MulticlassClassification, Task
 
 __version__ = "0.1.0"
 

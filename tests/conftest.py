@@ -10,7 +10,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture
 def toy_registry():
-    from dnas_core.plugins import make_registry
+    from dnas_core.plugins.registry import make_registry
     from tests.core import toy_plugin
 
     return make_registry([toy_plugin], entry_points=False)

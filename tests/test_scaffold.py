@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import dnas_core
-from cli.scaffold import ScaffoldError, placeholders, render, scaffold_plugin, template_files
+from dnas_cli.scaffold import ScaffoldError, placeholders, render, scaffold_plugin, template_files
 
 REPO = Path(dnas_core.__file__).resolve().parents[1]
 DOC = REPO / "docs" / "writing-a-plugin.md"
@@ -110,7 +110,7 @@ def _pip_install(python: Path, source: Path) -> None:
 
 
 def _cli_has_plugin_new() -> bool:
-    from cli.main import cli
+    from dnas_cli.main import cli
 
     group = cli.commands.get("plugin")
     return group is not None and "new" in getattr(group, "commands", {})

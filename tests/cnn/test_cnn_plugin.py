@@ -27,12 +27,12 @@ from dnas_cnn.settings import CnnSettings, RandomImages
 from dnas_cnn.space import CnnSpace
 from dnas_cnn.supernet import CnnSuperNet
 from dnas_core import Architecture
-from dnas_core.config import ConfigError, build
+from dnas_core.config.validate import ConfigError, build
 
 PLUGIN_ROOT = Path(plugin.__file__).resolve().parents[1]
 REPO = Path(__file__).resolve().parents[2]
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
-HAS_LATENCY = importlib.util.find_spec("dnas_core.latency") is not None
+HAS_LATENCY = importlib.util.find_spec("dnas_core.engine.latency") is not None
 DIGITS_INFO = {"channels": 1, "image_size": 8, "classes": 10}
 RANDOM_INFO = {"channels": 3, "image_size": 50, "classes": 5}
 
@@ -81,7 +81,7 @@ def test_plugin_uses_only_the_public_core_api():
         imports = [line for line in text.splitlines()
                    if line.lstrip().startswith(("from dnas_core", "import dnas_core"))]
         for line in imports:
-            assert line.strip().startswith(("from dnas_core import", "from dnas_core.latency")), \
+            assert line.strip().startswith(("from dnas_core import", "from dnas_core.engine.latency")), \
                 f"{path.name}: {line.strip()}"
 
 
@@ -90,7 +90,7 @@ def test_entry_point_registers_the_cnn_domain(monkeypatch):
         dist = importlib.metadata.distribution("dnas-cnn")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("dnas-cnn is not installed (pip install -e plugins/cnn)")
-    from dnas_core.plugins import make_registry
+    from dnas_core.plugins.registry import make_registry
 
     monkeypatch.setenv("DNAS_PLUGINS", "cnn")
     registry = make_registry()
@@ -300,7 +300,7 @@ def test_soft_sampled_cost_is_per_example_and_between_bounds():
     assert (costs >= low - 1e-3).all() and (costs <= high + 1e-3).all()
 
 
-@pytest.mark.skipif(not HAS_LATENCY, reason="dnas_core.latency is not available")
+@pytest.mark.skipif(not HAS_LATENCY, reason="dnas_core.engine.latency is not available")
 def test_measured_latency_cost_is_cached_and_consistent(tmp_path):
     from dnas_cnn.costs import latency_cost
 
@@ -355,7 +355,7 @@ def test_cnn_info_command_prints_the_search_space(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DNAS_PLUGINS": "cnn"}
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "dnas_cli.main", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -376,9 +376,9 @@ def test_real_cli_lists_cnn_and_runs_its_command():
 
 # ----- presets -----------------------------------------------------------------------------
 def test_presets_select_the_random_task_and_the_latency_cost(tmp_path):
-    from dnas_core.plugins import make_registry
-    from dnas_core.runspec import resolve
-    from dnas_core.search import SearchManager
+    from dnas_core.plugins.registry import make_registry
+    from dnas_core.config.runspec import resolve
+    from dnas_core.engine.search import SearchManager
 
     registry = make_registry([plugin], entry_points=False)
     spec = resolve(registry, "cnn", preset="random")

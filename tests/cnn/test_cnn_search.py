@@ -18,10 +18,10 @@ import torch
 from dnas_cnn import plugin
 from dnas_cnn.costs import count_flops
 from dnas_core import Architecture
-from dnas_core.plugins import make_registry
-from dnas_core.runspec import resolve
-from dnas_core.search import SearchManager
-from dnas_core.training import train_sampled
+from dnas_core.plugins.registry import make_registry
+from dnas_core.config.runspec import resolve
+from dnas_core.engine.search import SearchManager
+from dnas_core.engine.training import train_sampled
 
 REPO = Path(__file__).resolve().parents[2]
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
@@ -103,7 +103,7 @@ def test_cli_search_runs_the_papers_random_image_task(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DNAS_PLUGINS": "cnn",
            "XDG_CACHE_HOME": str(tmp_path / "cache")}
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "search", "--plugin", "cnn", "--preset", "random",
+        [sys.executable, "-m", "dnas_cli.main", "search", "--plugin", "cnn", "--preset", "random",
          "--out", str(out),
          "--set", "domain.random.images=120", "--set", "domain.random.size=20",
          "--set", "domain.widths=[4, 8]", "--set", "domain.layer_strides=[1, 2]",

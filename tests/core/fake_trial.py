@@ -8,7 +8,7 @@ forever, optionally with a grandchild and ignoring SIGTERM), ``nan`` (exit EXIT_
 ``--grandchild-pid FILE`` first starts a long-sleeping child process and writes its pid.
 
 Deliberately imports neither torch nor dnas_core (fast start); the exit codes are copied
-here and a test checks they match ``dnas_core.pool``.
+here and a test checks they match ``dnas_core.runner.pool``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 import pytest
 
-from dnas_core.config import ConfigError, build, load_yaml, parse_override
-from dnas_core.plugins import PluginError
-from dnas_core.runspec import resolve
-from dnas_core.settings import RunSettings, SearchSettings
+from dnas_core.config.validate import ConfigError, build, load_yaml, parse_override
+from dnas_core.plugins.registry import PluginError
+from dnas_core.config.runspec import resolve
+from dnas_core.config.settings import RunSettings, SearchSettings
 
 
 def test_defaults_follow_the_paper():

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from dnas_core.architecture import Architecture
-from dnas_core.cost import CombinedCost, CostLoss, DecisionCostTable
-from dnas_core.supernet import Decision, SuperNet
+from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.cost import CombinedCost, CostLoss, DecisionCostTable
+from dnas_core.engine.supernet import Decision, SuperNet
 
 
 class Two(SuperNet):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dnas_core.latency import LatencyTable, device_name, shape_signature
+from dnas_core.engine.latency import LatencyTable, device_name, shape_signature
 
 
 class FakeClock:

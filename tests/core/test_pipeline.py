@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnas_core.config import ConfigError
-from dnas_core.experiment import plan_experiment
-from dnas_core.orchestrate import PoolSettings, run_experiment
-from dnas_core.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
+from dnas_core.config.validate import ConfigError
+from dnas_core.runner.experiment import plan_experiment
+from dnas_core.runner.orchestrate import PoolSettings, run_experiment
+from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"search.batch_size": 64, "search.warmup_epochs": 0.5, "search.total_epochs": 2,

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from dnas_core.plugins import PluginError, make_registry
+from dnas_core.plugins.registry import PluginError, make_registry
 
 GOOD = '''
 from dataclasses import dataclass

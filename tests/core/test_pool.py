@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from dnas_core import pool as pool_mod
-from dnas_core.devices import resolve_devices
-from dnas_core.pool import (EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, Job, Outcome, Terminated,
+from dnas_core.runner import pool as pool_mod
+from dnas_core.runner.devices import resolve_devices
+from dnas_core.runner.pool import (EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, Job, Outcome, Terminated,
                             TrialPool, exit_code_for)
 from tests.core import fake_trial
 
@@ -94,7 +94,7 @@ def test_exit_code_for_maps_only_the_real_oom_class():
     import optuna
     import torch
 
-    from dnas_core.search import NonFiniteLoss
+    from dnas_core.engine.search import NonFiniteLoss
 
     assert exit_code_for(torch.cuda.OutOfMemoryError("CUDA out of memory")) == EXIT_OOM
     # Defect 9: a RuntimeError that merely says "out of memory" is a crash, not an OOM.

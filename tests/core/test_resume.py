@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnas_core.experiment import plan_experiment
-from dnas_core.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
+from dnas_core.runner.experiment import plan_experiment
+from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
 from tests.core.test_pipeline import ROOT, SMALL
 
 # supernet steps slowed down (about 5 s a search), so that a kill lands inside one
@@ -30,7 +30,7 @@ def env(monkeypatch):
 
 
 def dnas(*args):
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "dnas_cli.main", *args]
 
 
 def attempts(log: Path) -> int:

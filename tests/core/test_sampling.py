@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dnas_core.sampling import hard_sample, most_likely, soft_sample, weighted_sum
-from dnas_core.supernet import Decision
+from dnas_core.engine.sampling import hard_sample, most_likely, soft_sample, weighted_sum
+from dnas_core.engine.supernet import Decision
 
 
 def test_soft_sample_is_per_example_and_normalised():

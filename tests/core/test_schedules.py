@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dnas_core.schedules import plan_chunks, temperature
+from dnas_core.engine.schedules import plan_chunks, temperature
 
 
 def kinds(chunks):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 
-from dnas_core.architecture import Architecture
+from dnas_core.engine.architecture import Architecture
 from dnas_dlrm import models
 from dnas_dlrm.settings import DlrmSettings
 
@@ -16,7 +16,7 @@ TINY = ["domain.data.synthetic_rows=6000", "domain.bottom_mlp=[32]", "domain.top
 
 
 def dnas(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dnas_cli.main", *args], capture_output=True,
                           text=True, env=env, check=False)
 
 

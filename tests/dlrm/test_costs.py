@@ -8,9 +8,9 @@ import itertools
 import pytest
 import torch
 
-from dnas_core.architecture import Architecture
-from dnas_core.cost import CombinedCost
-from dnas_core.latency import LatencyTable
+from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.cost import CombinedCost
+from dnas_core.engine.latency import LatencyTable
 from dnas_dlrm.models import (
     build_supernet,
     cost_models,

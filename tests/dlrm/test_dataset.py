@@ -102,7 +102,7 @@ def test_from_synthetic_uses_the_same_split_rule(synthetic):
 
 
 def test_satisfies_the_core_table_contract(synthetic, prepared):
-    from dnas_core.data import BatchSource, DataBundle, Table
+    from dnas_core.engine.data import BatchSource, DataBundle, Table
 
     for table in (CriteoArrays.from_synthetic(synthetic), CriteoArrays.open(prepared)):
         assert isinstance(table, Table)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnas_core.architecture import Architecture
+from dnas_core.engine.architecture import Architecture
 from dnas_dlrm.models import build_sampled, build_supernet, cost_models
 from dnas_dlrm.models.emb_card import HashedEmbeddings, hash_sizes
 from dnas_dlrm.settings import DlrmSettings

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from dnas_core.architecture import Architecture
+from dnas_core.engine.architecture import Architecture
 from dnas_dlrm.models import build_sampled, build_supernet, cost_models
 from dnas_dlrm.models.backbone import EmbeddingTables
 from dnas_dlrm.models.emb_dim import DimMask

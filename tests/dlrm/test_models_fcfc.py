@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from dnas_core.architecture import Architecture
+from dnas_core.engine.architecture import Architecture
 from dnas_dlrm.models import build_sampled, build_supernet, cost_models
 from dnas_dlrm.models.backbone import linear_flops, module_flops
 from dnas_dlrm.models.fcfc import FcOfFc

@@ -214,7 +214,7 @@ def latency_tables(space: CnnSpace, device: str, batch: int,
                    cache: Path | None = None) -> CostTables:
     """Per-layer latency in milliseconds, measured once per distinct shape and cached by
     the core's latency table (keyed by device and shapes)."""
-    from dnas_core.latency import LatencyTable
+    from dnas_core.engine.latency import LatencyTable
 
     table = LatencyTable(cache or default_latency_cache(), device)
 

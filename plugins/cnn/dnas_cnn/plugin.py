@@ -23,7 +23,7 @@ CONFIGS = Path(__file__).parent / "configs"
 
 
 def latency_available() -> bool:
-    return importlib.util.find_spec("dnas_core.latency") is not None
+    return importlib.util.find_spec("dnas_core.engine.latency") is not None
 
 
 @hookimpl

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from dnas_core.cost import CostModel
-from dnas_core.latency import LatencyTable
-from dnas_core.supernet import SuperNet
+from dnas_core.engine.cost import CostModel
+from dnas_core.engine.latency import LatencyTable
+from dnas_core.engine.supernet import SuperNet
 from dnas_dlrm.models import costs
 from dnas_dlrm.models.backbone import n_pairs, table_rows
 from dnas_dlrm.models.sampled import SampledDlrm

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dnas_core.architecture import Architecture
-from dnas_core.cost import CostModel
-from dnas_core.latency import LatencyTable
-from dnas_core.supernet import SuperNet
+from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.cost import CostModel
+from dnas_core.engine.latency import LatencyTable
+from dnas_core.engine.supernet import SuperNet
 from dnas_dlrm.models.backbone import FusedEmbedding, Mlp
 from dnas_dlrm.models.fcfc import FcOfFc
 from dnas_dlrm.models.supernet import DlrmSuperNet

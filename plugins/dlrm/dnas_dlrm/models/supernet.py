@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnas_core.supernet import Decision, SuperNet
+from dnas_core.engine.supernet import Decision, SuperNet
 from dnas_dlrm.models.backbone import (
     DotInteraction,
     FusedEmbedding,

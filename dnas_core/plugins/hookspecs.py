@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     import click
     from torch import nn
 
-    from dnas_core.architecture import Architecture
-    from dnas_core.cost import CostModel
-    from dnas_core.data import DataBundle
-    from dnas_core.domain import Domain
-    from dnas_core.supernet import SuperNet
-    from dnas_core.tasks import Task
+    from dnas_core.engine.architecture import Architecture
+    from dnas_core.engine.cost import CostModel
+    from dnas_core.engine.data import DataBundle
+    from dnas_core.plugins.domain import Domain
+    from dnas_core.engine.supernet import SuperNet
+    from dnas_core.engine.tasks import Task
 
 hookspec = pluggy.HookspecMarker("dnas")
 hookimpl = pluggy.HookimplMarker("dnas")

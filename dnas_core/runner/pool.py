@@ -9,7 +9,7 @@ a trial crashes, no unpickling of results.
 Usage::
 
     pool = TrialPool(devices="auto", jobs_per_device=2)
-    pool.submit(Job("stage1/lr=0.5", [sys.executable, "-m", "dnas_core.worker", ...],
+    pool.submit(Job("stage1/lr=0.5", [sys.executable, "-m", "dnas_core.runner.worker", ...],
                     log_path=run_dir / "logs" / "stage1-lr0.5.log", timeout=3600))
     outcomes = pool.run(on_done=lambda o: ...)   # on_done may submit more jobs
 
@@ -99,7 +99,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from dnas_core import devices as _devices
+from dnas_core.runner import devices as _devices
 
 EXIT_OK = 0
 EXIT_OOM = 75
@@ -603,14 +603,14 @@ def exit_code_for(exc: BaseException) -> int | None:
     """The protocol exit code for an exception raised in a trial, or None for a crash.
 
     ``torch.cuda.OutOfMemoryError`` -> EXIT_OOM (no other error counts as out of memory);
-    ``dnas_core.search.NonFiniteLoss`` -> EXIT_NONFINITE; ``optuna.TrialPruned`` ->
+    ``dnas_core.engine.search.NonFiniteLoss`` -> EXIT_NONFINITE; ``optuna.TrialPruned`` ->
     EXIT_PRUNED. Modules are looked up only if the trial already imported them.
     """
     torch = sys.modules.get("torch")
     oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
     if oom is not None and isinstance(exc, oom):
         return EXIT_OOM
-    search = sys.modules.get("dnas_core.search")
+    search = sys.modules.get("dnas_core.engine.search")
     nonfinite = getattr(search, "NonFiniteLoss", None)
     if nonfinite is not None and isinstance(exc, nonfinite):
         return EXIT_NONFINITE

@@ -23,13 +23,13 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from dnas_core.architecture import Architecture
-from dnas_core.pool import Job, Outcome, TrialPool
-from dnas_core.report import write_report
-from dnas_core.study import ARCHITECTURES, HEARTBEAT_SECONDS, SUPERNETS, Studies
+from dnas_core.engine.architecture import Architecture
+from dnas_core.runner.pool import Job, Outcome, TrialPool
+from dnas_core.runner.report import write_report
+from dnas_core.runner.study import ARCHITECTURES, HEARTBEAT_SECONDS, SUPERNETS, Studies
 
 CLAIM_INTERVAL = 1.0
-from dnas_core.worker import result_path, trial_dir
+from dnas_core.runner.worker import result_path, trial_dir
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Coordinator:
 
     # ----- jobs ----------------------------------------------------------------------------
     def _job(self, name: str, trial: FrozenTrial) -> Job:
-        argv = [sys.executable, "-m", "dnas_core.worker", "--storage", self.studies.url,
+        argv = [sys.executable, "-m", "dnas_core.runner.worker", "--storage", self.studies.url,
                 "--study", name, "--trial", str(trial.number), "--run-dir", str(self.run_dir)]
         directory = trial_dir(self.run_dir, trial)
         directory.mkdir(parents=True, exist_ok=True)
@@ -177,8 +177,8 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     The experiment is stored in the study: resuming with a different one is an error
     rather than a silent mix of results.
     """
-    from dnas_core.config import ConfigError
-    from dnas_core.study import default_storage
+    from dnas_core.config.validate import ConfigError
+    from dnas_core.runner.study import default_storage
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 plugin hooks, train a supernet, or train and test one sampled architecture.
 
 Each is a plain function of (registry, run spec, trial directory), called by the trial
-worker (:mod:`dnas_core.worker`); everything it produces lands in that directory, and a
+worker (:mod:`dnas_core.runner.worker`); everything it produces lands in that directory, and a
 supernet search rerun there continues from its checkpoint.
 """
 
@@ -16,18 +16,18 @@ from typing import Any
 import torch
 import yaml
 
-from dnas_core import checkpoint
-from dnas_core.architecture import Architecture
-from dnas_core.config import ConfigError
-from dnas_core.cost import CombinedCost, CostModel
-from dnas_core.data import BatchSource, DataBundle
-from dnas_core.plugins import Registry
-from dnas_core.runspec import RunSpec, check_same_run
-from dnas_core.search import SearchManager
-from dnas_core.supernet import SuperNet
-from dnas_core.tasks import Task
-from dnas_core.tblog import RunLogger, save_heatmap
-from dnas_core.training import count_parameters, evaluate, train_sampled
+from dnas_core.engine import checkpoint
+from dnas_core.engine.architecture import Architecture
+from dnas_core.config.validate import ConfigError
+from dnas_core.engine.cost import CombinedCost, CostModel
+from dnas_core.engine.data import BatchSource, DataBundle
+from dnas_core.plugins.registry import Registry
+from dnas_core.config.runspec import RunSpec, check_same_run
+from dnas_core.engine.search import SearchManager
+from dnas_core.engine.supernet import SuperNet
+from dnas_core.engine.tasks import Task
+from dnas_core.engine.tblog import RunLogger, save_heatmap
+from dnas_core.engine.training import count_parameters, evaluate, train_sampled
 
 
 @dataclass

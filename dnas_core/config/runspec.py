@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from dnas_core.config import (
+from dnas_core.config.validate import (
     ConfigError,
     Origins,
     build,
@@ -23,9 +23,9 @@ from dnas_core.config import (
     parse_override,
     to_dict,
 )
-from dnas_core.domain import Domain
-from dnas_core.plugins import Registry
-from dnas_core.settings import RunSettings
+from dnas_core.plugins.domain import Domain
+from dnas_core.plugins.registry import Registry
+from dnas_core.config.settings import RunSettings
 
 
 @dataclass

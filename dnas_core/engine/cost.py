@@ -15,8 +15,8 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from dnas_core.architecture import Architecture
-from dnas_core.supernet import SuperNet
+from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.supernet import SuperNet
 
 
 @runtime_checkable

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dnas_core.data import BatchSource, DataBundle, to_device
-from dnas_core.optim import OptimizerSet, clip_grad_norm
-from dnas_core.search import NonFiniteLoss, sparse_groups
-from dnas_core.settings import TrainSettings
-from dnas_core.tasks import Task
-from dnas_core.tblog import RunLogger
+from dnas_core.engine.data import BatchSource, DataBundle, to_device
+from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
+from dnas_core.engine.search import NonFiniteLoss, sparse_groups
+from dnas_core.config.settings import TrainSettings
+from dnas_core.engine.tasks import Task
+from dnas_core.engine.tblog import RunLogger
 
 
 def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from dnas_core.experiment import Experiment, decode, encode, params_key
+from dnas_core.runner.experiment import Experiment, decode, encode, params_key
 
 SUPERNETS = "supernets"
 ARCHITECTURES = "architectures"

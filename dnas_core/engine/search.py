@@ -1,7 +1,7 @@
 """The search manager: alternate weights and architecture training, then sample.
 
 One object runs one supernet search from start to finish (paper IV-C). It follows the
-chunk plan of :mod:`dnas_core.schedules`, checkpoints after every chunk, and resumes from
+chunk plan of :mod:`dnas_core.engine.schedules`, checkpoints after every chunk, and resumes from
 the last checkpoint so that an interrupted search ends exactly where an uninterrupted one
 with the same seed would.
 """
@@ -18,16 +18,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from dnas_core import checkpoint
-from dnas_core.architecture import Architecture
-from dnas_core.cost import CostLoss, CostModel
-from dnas_core.data import BatchSource, DataBundle, to_device
-from dnas_core.optim import OptimizerSet, clip_grad_norm
-from dnas_core.schedules import Chunk, plan_chunks, temperature
-from dnas_core.settings import SearchSettings
-from dnas_core.supernet import SuperNet
-from dnas_core.tasks import Task
-from dnas_core.tblog import RunLogger
+from dnas_core.engine import checkpoint
+from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.cost import CostLoss, CostModel
+from dnas_core.engine.data import BatchSource, DataBundle, to_device
+from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
+from dnas_core.engine.schedules import Chunk, plan_chunks, temperature
+from dnas_core.config.settings import SearchSettings
+from dnas_core.engine.supernet import SuperNet
+from dnas_core.engine.tasks import Task
+from dnas_core.engine.tblog import RunLogger
 
 
 class NonFiniteLoss(FloatingPointError):

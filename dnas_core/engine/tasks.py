@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from dnas_core import metrics
+from dnas_core.engine import metrics
 
 
 @runtime_checkable

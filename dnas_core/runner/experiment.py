@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from dnas_core.config import ConfigError, build, load_yaml, parse_override, to_dict
+from dnas_core.config.validate import ConfigError, build, load_yaml, parse_override, to_dict
 
 
 @dataclass
@@ -142,7 +142,7 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
     Every grid point of both stages is resolved once here, so a misspelt key or a bad
     value fails at once, naming itself, instead of inside a trial hours later.
     """
-    from dnas_core.runspec import resolve
+    from dnas_core.config.runspec import resolve
 
     plan = load_experiment(experiment) if experiment else Experiment(plugin=plugin or "")
     if experiment and plugin and registry.domain(plugin).name != registry.domain(plan.plugin).name:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dnas_core.sampling import hard_sample, most_likely, soft_sample
+from dnas_core.engine.sampling import hard_sample, most_likely, soft_sample
 
 SamplingMode = Literal["soft", "expected", "fixed"]
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pluggy
 
-from dnas_core import hookspecs
-from dnas_core.domain import Domain
+from dnas_core.plugins import hookspecs
+from dnas_core.plugins.domain import Domain
 
 ENTRY_POINT_GROUP = "dnas"
 

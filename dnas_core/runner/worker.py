@@ -1,11 +1,11 @@
 """Runs one trial in its own process (the trial pool starts it from an argument list).
 
-    python -m dnas_core.worker --storage URL --study NAME --trial NUMBER --run-dir DIR
+    python -m dnas_core.runner.worker --storage URL --study NAME --trial NUMBER --run-dir DIR
 
 The trial's parameters and the experiment come from the study storage, never from a
 command string. The outcome is written as JSON into the trial's directory (atomically,
 so a result file is always complete) and signalled by the exit code: see
-:mod:`dnas_core.pool` for the codes of out-of-memory, non-finite loss and pruning.
+:mod:`dnas_core.runner.pool` for the codes of out-of-memory, non-finite loss and pruning.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 import optuna
 import torch
 
-from dnas_core.architecture import Architecture
-from dnas_core.plugins import make_registry
-from dnas_core.pool import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, watch_parent
-from dnas_core.runspec import resolve
-from dnas_core.search import NonFiniteLoss
-from dnas_core.study import Studies
+from dnas_core.engine.architecture import Architecture
+from dnas_core.plugins.registry import make_registry
+from dnas_core.runner.pool import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, watch_parent
+from dnas_core.config.runspec import resolve
+from dnas_core.engine.search import NonFiniteLoss
+from dnas_core.runner.study import Studies
 
 
 def trial_dir(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:
@@ -51,7 +51,7 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
 def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTrial,
               run_dir: Path) -> dict[str, Any]:
     # imported here: the pipeline imports plugins' heavy dependencies
-    from dnas_core.pipeline import (
+    from dnas_core.runner.pipeline import (
         build_data,
         prepare_run_dir,
         run_search,
@@ -94,7 +94,7 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dnas_core.worker")
+    parser = argparse.ArgumentParser(prog="python -m dnas_core.runner.worker")
     parser.add_argument("--storage", required=True)
     parser.add_argument("--study", required=True)
     parser.add_argument("--trial", type=int, required=True)
