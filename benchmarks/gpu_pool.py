@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dnas_core.runner.pool import EXIT_OOM, Job, Outcome, TrialPool  # noqa: E402
 
-
 # ----------------------------------------------------------------------- the trials
 
 

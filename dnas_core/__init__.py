@@ -6,11 +6,11 @@ The names below are the public API that plugins build on; everything else is int
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.cost import CombinedCost, CostLoss, CostModel, DecisionCostTable
 from dnas_core.engine.data import SPLITS, BatchSource, DataBundle, Table, TensorTable
-from dnas_core.plugins.domain import Domain
-from dnas_core.plugins.hookspecs import hookimpl
 from dnas_core.engine.sampling import hard_sample, most_likely, soft_sample, weighted_sum
 from dnas_core.engine.supernet import Decision, SuperNet
 from dnas_core.engine.tasks import BinaryClassification, MulticlassClassification, Task
+from dnas_core.plugins.domain import Domain
+from dnas_core.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

@@ -3,14 +3,15 @@ and ``--set`` overrides, merged in that order and validated once."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dnas_core.config.settings import RunSettings
 from dnas_core.config.validate import (
     ConfigError,
     Origins,
@@ -25,7 +26,6 @@ from dnas_core.config.validate import (
 )
 from dnas_core.plugins.domain import Domain
 from dnas_core.plugins.registry import Registry
-from dnas_core.config.settings import RunSettings
 
 
 @dataclass

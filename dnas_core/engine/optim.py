@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnas_core.config.validate import ConfigError
 from dnas_core.config.settings import OptimizerSettings
+from dnas_core.config.validate import ConfigError
 
 # Optimizers whose step() accepts sparse gradients (embedding tables with sparse=True).
 SPARSE_CAPABLE = {"SGD", "SparseAdam", "Adagrad"}

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from dnas_core.config.settings import SearchSettings
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.cost import CostLoss, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
 from dnas_core.engine.schedules import Chunk, plan_chunks, temperature
-from dnas_core.config.settings import SearchSettings
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger
@@ -147,8 +147,8 @@ class SearchManager:
             optimizer.step()
             self.step += 1
             if self.step % 10 == 0 or i == len(batches) - 1:
-                values = {"task_loss": float(task_loss.detach()), "total_loss": float(total.detach()),
-                          "temperature": tau}
+                values = {"task_loss": float(task_loss.detach()),
+                          "total_loss": float(total.detach()), "temperature": tau}
                 if cost is not None:
                     values["cost"] = float(cost.detach().mean())
                 values.update({f"lr/{chunk.kind}/{k}": v for k, v in optimizer.lrs().items()})

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dnas_core.config.settings import TrainSettings
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
 from dnas_core.engine.search import NonFiniteLoss, sparse_groups
-from dnas_core.config.settings import TrainSettings
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger
 

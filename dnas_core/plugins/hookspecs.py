@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from dnas_core.engine.architecture import Architecture
     from dnas_core.engine.cost import CostModel
     from dnas_core.engine.data import DataBundle
-    from dnas_core.plugins.domain import Domain
     from dnas_core.engine.supernet import SuperNet
     from dnas_core.engine.tasks import Task
+    from dnas_core.plugins.domain import Domain
 
 hookspec = pluggy.HookspecMarker("dnas")
 hookimpl = pluggy.HookimplMarker("dnas")

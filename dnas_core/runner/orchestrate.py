@@ -27,9 +27,9 @@ from dnas_core.engine.architecture import Architecture
 from dnas_core.runner.pool import Job, Outcome, TrialPool
 from dnas_core.runner.report import write_report
 from dnas_core.runner.study import ARCHITECTURES, HEARTBEAT_SECONDS, SUPERNETS, Studies
+from dnas_core.runner.worker import result_path, trial_dir
 
 CLAIM_INTERVAL = 1.0
-from dnas_core.runner.worker import result_path, trial_dir
 
 
 @dataclass

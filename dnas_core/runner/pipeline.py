@@ -8,7 +8,6 @@ supernet search rerun there continues from its checkpoint.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,18 @@ from typing import Any
 import torch
 import yaml
 
+from dnas_core.config.runspec import RunSpec, check_same_run
+from dnas_core.config.validate import ConfigError
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
-from dnas_core.config.validate import ConfigError
 from dnas_core.engine.cost import CombinedCost, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle
-from dnas_core.plugins.registry import Registry
-from dnas_core.config.runspec import RunSpec, check_same_run
 from dnas_core.engine.search import SearchManager
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger, save_heatmap
 from dnas_core.engine.training import count_parameters, evaluate, train_sampled
+from dnas_core.plugins.registry import Registry
 
 
 @dataclass

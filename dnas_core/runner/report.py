@@ -102,10 +102,10 @@ def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], prim
         lowest = min(group, key=lambda r: r[primary])
         cheapest = min(r["cost"] for r in group)
         efficient = min((r for r in group if r["cost"] == cheapest), key=lambda r: r[primary])
-        selected += [[f"{space} lowest loss", lowest["arch_id"]] + [lowest.get(k) for k in test_keys]
-                     + [lowest["cost"]],
-                     [f"{space} most efficient", efficient["arch_id"]]
-                     + [efficient.get(k) for k in test_keys] + [efficient["cost"]]]
+        for label, row in ((f"{space} lowest loss", lowest),
+                           (f"{space} most efficient", efficient)):
+            selected.append([label, row["arch_id"]] + [row.get(k) for k in test_keys]
+                            + [row["cost"]])
     lines += _table(["architecture", "arch_id"] + [k.replace("_", " ") for k in test_keys]
                     + [f"cost ({units.get('cost', '?')})"], selected) + [""]
 

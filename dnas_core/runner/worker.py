@@ -21,11 +21,11 @@ from typing import Any
 import optuna
 import torch
 
+from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
 from dnas_core.runner.pool import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, watch_parent
-from dnas_core.config.runspec import resolve
-from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.runner.study import Studies
 
 

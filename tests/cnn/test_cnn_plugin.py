@@ -10,12 +10,12 @@ import os
 import random
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import click
 import numpy as np
 import pytest
+import tomllib
 import torch
 from click.testing import CliRunner
 
@@ -81,7 +81,8 @@ def test_plugin_uses_only_the_public_core_api():
         imports = [line for line in text.splitlines()
                    if line.lstrip().startswith(("from dnas_core", "import dnas_core"))]
         for line in imports:
-            assert line.strip().startswith(("from dnas_core import", "from dnas_core.engine.latency")), \
+            allowed = ("from dnas_core import", "from dnas_core.engine.latency")
+            assert line.strip().startswith(allowed), \
                 f"{path.name}: {line.strip()}"
 
 
@@ -376,9 +377,9 @@ def test_real_cli_lists_cnn_and_runs_its_command():
 
 # ----- presets -----------------------------------------------------------------------------
 def test_presets_select_the_random_task_and_the_latency_cost(tmp_path):
-    from dnas_core.plugins.registry import make_registry
     from dnas_core.config.runspec import resolve
     from dnas_core.engine.search import SearchManager
+    from dnas_core.plugins.registry import make_registry
 
     registry = make_registry([plugin], entry_points=False)
     spec = resolve(registry, "cnn", preset="random")

@@ -18,10 +18,10 @@ import torch
 from dnas_cnn import plugin
 from dnas_cnn.costs import count_flops
 from dnas_core import Architecture
-from dnas_core.plugins.registry import make_registry
 from dnas_core.config.runspec import resolve
 from dnas_core.engine.search import SearchManager
 from dnas_core.engine.training import train_sampled
+from dnas_core.plugins.registry import make_registry
 
 REPO = Path(__file__).resolve().parents[2]
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None

@@ -1,9 +1,9 @@
 import pytest
 
-from dnas_core.config.validate import ConfigError, build, load_yaml, parse_override
-from dnas_core.plugins.registry import PluginError
 from dnas_core.config.runspec import resolve
 from dnas_core.config.settings import RunSettings, SearchSettings
+from dnas_core.config.validate import ConfigError, build, load_yaml, parse_override
+from dnas_core.plugins.registry import PluginError
 
 
 def test_defaults_follow_the_paper():
@@ -25,12 +25,14 @@ def test_unknown_key_is_named_with_file_and_line(tmp_path, toy_registry):
 def test_wrong_type_is_named(tmp_path, toy_registry):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("search:\n  batch_size: lots\n")
-    with pytest.raises(ConfigError, match=r"line 2: search.batch_size: expected an integer, got 'lots'"):
+    expected = r"line 2: search.batch_size: expected an integer, got 'lots'"
+    with pytest.raises(ConfigError, match=expected):
         resolve(toy_registry, "toy", config=cfg)
 
 
 def test_domain_section_is_validated_by_the_domain_type(toy_registry):
-    with pytest.raises(ConfigError, match=r"--set domain.rows=many: domain.rows: expected an integer"):
+    expected = r"--set domain.rows=many: domain.rows: expected an integer"
+    with pytest.raises(ConfigError, match=expected):
         resolve(toy_registry, "toy", overrides=["domain.rows=many"])
     with pytest.raises(ConfigError, match=r"domain.colour: unknown key"):
         resolve(toy_registry, "toy", overrides=["domain.colour=red"])
@@ -71,7 +73,8 @@ def test_build_requires_mappings():
 
 def test_a_later_layer_replaces_mapping_settings_whole(tmp_path, toy_registry):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("search:\n  arch_sampling: {2: 1}\n  weights_optimizer: {args: {momentum: 0.9}}\n")
+    cfg.write_text("search:\n  arch_sampling: {2: 1}\n"
+                   "  weights_optimizer: {args: {momentum: 0.9}}\n")
     spec = resolve(toy_registry, "toy", config=cfg,
                    overrides=["search.arch_sampling={3: 2}",
                               "search.weights_optimizer.lr=0.5"])

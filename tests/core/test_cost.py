@@ -47,7 +47,6 @@ def test_decision_cost_table_expected_and_exact():
 
 
 def test_combined_cost_normalises_each_term():
-    net = Two()
     a = DecisionCostTable("a", "x", {"a": torch.tensor([2.0, 4.0])})
     b = DecisionCostTable("b", "y", {"a": torch.tensor([100.0, 300.0])})
     combined = CombinedCost([(a, 1.0), (b, 2.0)])

@@ -1,11 +1,6 @@
 """The experiment pipeline end to end on the toy domain: trials run as real processes."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -134,7 +129,8 @@ def test_faulty_trials_are_handled_while_the_others_finish(tmp_path, toy_registr
         for trial in by_fault[fault]:
             assert trial.state.name == "FAIL"
             assert trial.user_attrs["error"].startswith(status), trial.user_attrs["error"]
-    crash_log = next(run_dir.glob(f"trials/arch-*-{by_fault['crash'][0].user_attrs['key']}/log.txt"))
+    crash_key = by_fault['crash'][0].user_attrs['key']
+    crash_log = next(run_dir.glob(f"trials/arch-*-{crash_key}/log.txt"))
     assert "the toy plugin crashes on purpose" in crash_log.read_text()
     oom_log = next(run_dir.glob(f"trials/arch-*-{by_fault['oom'][0].user_attrs['key']}/log.txt"))
     assert "attempt 2" in oom_log.read_text()  # requeued once, then given up

@@ -19,8 +19,16 @@ import pytest
 
 from dnas_core.runner import pool as pool_mod
 from dnas_core.runner.devices import resolve_devices
-from dnas_core.runner.pool import (EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, Job, Outcome, Terminated,
-                            TrialPool, exit_code_for)
+from dnas_core.runner.pool import (
+    EXIT_NONFINITE,
+    EXIT_OOM,
+    EXIT_PRUNED,
+    Job,
+    Outcome,
+    Terminated,
+    TrialPool,
+    exit_code_for,
+)
 from tests.core import fake_trial
 
 FAKE = str(Path(fake_trial.__file__).resolve())

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from dnas_core.config.settings import GroupSchedule, OptimizerSettings, SearchSettings
 from dnas_core.config.validate import ConfigError
 from dnas_core.engine.cost import DecisionCostTable
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
 from dnas_core.engine.search import SearchManager
-from dnas_core.config.settings import GroupSchedule, OptimizerSettings, SearchSettings
 from dnas_core.engine.tasks import BinaryClassification
 from tests.core.toy_plugin import FLOPS, ToySuperNet, make_data
 

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-
 from dnas_core.engine.architecture import Architecture
 from dnas_dlrm import models
 from dnas_dlrm.settings import DlrmSettings

@@ -8,8 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dnas_dlrm.data.criteo import (BadLineError, decode_hex, hex8_to_uint32, iter_line_chunks,
-                                   pad_short_lines, parse_chunk)
+from dnas_dlrm.data.criteo import (
+    BadLineError,
+    decode_hex,
+    hex8_to_uint32,
+    iter_line_chunks,
+    pad_short_lines,
+    parse_chunk,
+)
 from dnas_dlrm.data.schema import COLUMN_NAMES, SPARSE_NAMES, dense_transform, feature_index
 
 HEX_CHARS = b"0123456789abcdefABCDEF"

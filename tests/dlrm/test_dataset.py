@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from dnas_dlrm.data import (CriteoArrays, ManifestError, PrepareOptions, generate, make_splits,
-                            prepare, write_tsv)
+from dnas_dlrm.data import (
+    CriteoArrays,
+    ManifestError,
+    PrepareOptions,
+    generate,
+    make_splits,
+    prepare,
+    write_tsv,
+)
 
 ROWS = 3000
 

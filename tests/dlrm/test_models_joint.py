@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from dnas_core.config.settings import OptimizerSettings
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.cost import CombinedCost, CostLoss
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
-from dnas_core.config.settings import OptimizerSettings
 from dnas_dlrm.models import (
     build_sampled,
     build_supernet,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from dnas_core.config.settings import CostSettings, OptimizerSettings, SearchSettings
 from dnas_core.engine.data import DataBundle
 from dnas_core.engine.search import SearchManager
-from dnas_core.config.settings import CostSettings, OptimizerSettings, SearchSettings
 from dnas_core.engine.tasks import BinaryClassification
 from dnas_dlrm.data import NUM_DENSE, CriteoArrays, generate
 from dnas_dlrm.data.synthetic import FEW_GROUPS, MANY, NOISE, RICH, WEAK

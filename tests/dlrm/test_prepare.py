@@ -14,9 +14,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dnas_dlrm.data import (MISSING_ROW, UNKNOWN_ROW, CriteoArrays, Manifest, ManifestError,
-                            PrepareError, PrepareOptions, correct_downsampled, make_splits,
-                            prepare, write_tsv)
+from dnas_dlrm.data import (
+    MISSING_ROW,
+    UNKNOWN_ROW,
+    CriteoArrays,
+    Manifest,
+    ManifestError,
+    PrepareError,
+    PrepareOptions,
+    correct_downsampled,
+    make_splits,
+    prepare,
+    write_tsv,
+)
 from dnas_dlrm.data.cli import prepare_command
 from dnas_dlrm.data.criteo import BadLineError
 from dnas_dlrm.data.manifest import FORMAT_VERSION

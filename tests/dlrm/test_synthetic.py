@@ -7,9 +7,18 @@ import gzip
 import numpy as np
 import pytest
 
-from dnas_dlrm.data import (MISSING_ROW, UNKNOWN_ROW, CriteoArrays, PrepareOptions,
-                            SyntheticConfig, SyntheticModel, generate, prepare,
-                            synthetic_cardinalities, write_tsv)
+from dnas_dlrm.data import (
+    MISSING_ROW,
+    UNKNOWN_ROW,
+    CriteoArrays,
+    PrepareOptions,
+    SyntheticConfig,
+    SyntheticModel,
+    generate,
+    prepare,
+    synthetic_cardinalities,
+    write_tsv,
+)
 from dnas_dlrm.data.schema import SPARSE_MISSING_RATES, dense_transform
 from dnas_dlrm.data.splits import default_train_rows
 from dnas_dlrm.data.synthetic import candidate_hash_sizes
@@ -197,7 +206,7 @@ def test_many_category_signal_vanishes_when_hashed(data):
 
 def test_rich_interactions_have_rank_r_with_a_flat_spectrum(data):
     rank = data.planted.rich_rank
-    for pair, table in data.model.interactions.items():
+    for table in data.model.interactions.values():
         singular = np.linalg.svd(table, compute_uv=False)
         assert (singular > 1e-9 * singular[0]).sum() == rank
         assert singular[rank - 1] / singular[0] > 0.999  # equal: dim d keeps d / rank of it

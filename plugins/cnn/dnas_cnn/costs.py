@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnas_core import Architecture, SuperNet
 from dnas_cnn.space import CnnSpace
 from dnas_cnn.supernet import conv_bn_relu, skip_path
+from dnas_core import Architecture, SuperNet
 
 
 @dataclass
@@ -134,7 +134,8 @@ class LayeredCost:
         for layer in range(len(self.space.layers)):
             nxt: dict[int, tuple[float, float]] = {}
 
-            def offer(c: int, lo: float, hi: float) -> None:
+            def offer(c: int, lo: float, hi: float,
+                      nxt: dict[int, tuple[float, float]] = nxt) -> None:
                 old = nxt.get(c)
                 nxt[c] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 

@@ -13,8 +13,8 @@ import importlib.util
 import numpy as np
 import torch
 
-from dnas_core import DataBundle, TensorTable
 from dnas_cnn.settings import CnnSettings, RandomImages, SplitFractions
+from dnas_core import DataBundle, TensorTable
 
 
 def digits_available() -> bool:

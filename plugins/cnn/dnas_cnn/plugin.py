@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dnas_core import Architecture, Domain, MulticlassClassification, hookimpl
 from dnas_cnn.costs import flops_cost, latency_cost
 from dnas_cnn.data import digits_available, make_data, resolve_dataset
 from dnas_cnn.sampled import SampledCNN
 from dnas_cnn.settings import CnnSettings
 from dnas_cnn.space import CnnSpace
 from dnas_cnn.supernet import CnnSuperNet
+from dnas_core import Architecture, Domain, MulticlassClassification, hookimpl
 
 DOMAIN = "cnn"
 CONFIGS = Path(__file__).parent / "configs"

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnas_core import Decision, SuperNet
 from dnas_cnn.space import CnnSpace
+from dnas_core import Decision, SuperNet
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:

@@ -7,11 +7,25 @@ from .criteo import BadLine, BadLineError, parse_chunk
 from .dataset import CriteoArrays
 from .manifest import MISSING_ROW, UNKNOWN_ROW, Manifest, ManifestError
 from .prepare import PrepareError, PrepareOptions, prepare
-from .schema import (COLUMN_NAMES, DENSE_NAMES, KAGGLE_CARDINALITIES, NUM_DENSE, NUM_SPARSE,
-                     SPARSE_NAMES, dense_transform)
+from .schema import (
+                     COLUMN_NAMES,
+                     DENSE_NAMES,
+                     KAGGLE_CARDINALITIES,
+                     NUM_DENSE,
+                     NUM_SPARSE,
+                     SPARSE_NAMES,
+                     dense_transform,
+)
 from .splits import SPLIT_NAMES, correct_downsampled, make_splits
-from .synthetic import (PlantedStructure, SyntheticConfig, SyntheticData, SyntheticModel,
-                        generate, synthetic_cardinalities, write_tsv)
+from .synthetic import (
+                     PlantedStructure,
+                     SyntheticConfig,
+                     SyntheticData,
+                     SyntheticModel,
+                     generate,
+                     synthetic_cardinalities,
+                     write_tsv,
+)
 
 __all__ = [
     "BadLine", "BadLineError", "COLUMN_NAMES", "CriteoArrays", "DENSE_NAMES",

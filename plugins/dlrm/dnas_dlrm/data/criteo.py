@@ -106,7 +106,7 @@ class _HashingReader(io.RawIOBase):
 
 
 def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                     hasher: "hashlib._Hash | None" = None
+                     hasher: hashlib._Hash | None = None
                      ) -> Iterator[tuple[memoryview, int, int]]:
     """Yield ``(chunk, first_line, n_lines)``: chunks of whole lines, the 1-based number of
     their first line and their number of lines. A last line without a final newline is a

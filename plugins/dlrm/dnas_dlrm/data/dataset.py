@@ -39,7 +39,7 @@ class CriteoArrays:
                  cardinalities: list[int], *, splits: dict[str, np.ndarray] | None = None,
                  seed: int = 0, arch_fraction: float = 0.2,
                  negative_rate: float | None = None, manifest: Manifest | None = None,
-                 planted: "PlantedStructure | None" = None, path: Path | None = None):
+                 planted: PlantedStructure | None = None, path: Path | None = None):
         n = len(labels)
         if dense.shape != (n, NUM_DENSE):
             raise ValueError(f"dense must have shape ({n}, {NUM_DENSE}), got {dense.shape}")
@@ -70,7 +70,7 @@ class CriteoArrays:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def open(cls, path: str | Path) -> "CriteoArrays":
+    def open(cls, path: str | Path) -> CriteoArrays:
         """Map a directory made by ``dnas dlrm prepare`` (O(1): only headers are read)."""
         path = Path(path)
         manifest = Manifest.load(path)
@@ -101,9 +101,9 @@ class CriteoArrays:
             raise ManifestError(f"{file}: unreadable array: {error}") from None
 
     @classmethod
-    def from_synthetic(cls, data: "SyntheticData", *, seed: int | None = None,
+    def from_synthetic(cls, data: SyntheticData, *, seed: int | None = None,
                        arch_fraction: float = 0.2,
-                       negative_rate: float | None = None) -> "CriteoArrays":
+                       negative_rate: float | None = None) -> CriteoArrays:
         """Wrap :func:`.synthetic.generate` output; splits seeded by ``seed`` (default: the
         data's seed) with the paper's layout."""
         return cls(data.dense, data.sparse, data.labels, data.cardinalities,
@@ -137,8 +137,8 @@ class CriteoArrays:
                 np.asarray(self.sparse[rows], dtype=np.int64),
                 np.asarray(self.labels[rows], dtype=np.float32))
 
-    def gather(self, rows: np.ndarray) -> tuple[tuple["torch.Tensor", "torch.Tensor"],
-                                                "torch.Tensor"]:
+    def gather(self, rows: np.ndarray) -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                                torch.Tensor]:
         """``((dense [B, 13] float32, sparse [B, 26] int64), labels [B] float32)``."""
         import torch
 

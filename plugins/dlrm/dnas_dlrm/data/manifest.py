@@ -84,7 +84,7 @@ class Manifest:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Manifest":
+    def load(cls, directory: str | Path) -> Manifest:
         """Read and check the manifest of a prepared directory (O(1): no data is read)."""
         directory = Path(directory)
         if not directory.is_dir():

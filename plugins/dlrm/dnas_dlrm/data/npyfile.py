@@ -20,7 +20,7 @@ _MAGIC = b"\x93NUMPY\x01\x00"
 def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     """A version-1.0 ``.npy`` header padded to exactly :data:`HEADER_BYTES` bytes."""
     descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
-    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (descr, tuple(shape))
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
     room = HEADER_BYTES - len(_MAGIC) - 2
     if len(text) + 1 > room:
         raise ValueError(f"shape {shape} does not fit a {HEADER_BYTES}-byte npy header")

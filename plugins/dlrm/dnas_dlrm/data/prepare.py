@@ -46,8 +46,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .criteo import DEFAULT_CHUNK_BYTES, BadLine, ParsedBlock, is_gzip, iter_line_chunks, \
-    parse_chunk
+from .criteo import (
+    DEFAULT_CHUNK_BYTES,
+    BadLine,
+    ParsedBlock,
+    is_gzip,
+    iter_line_chunks,
+    parse_chunk,
+)
 from .manifest import ARRAY_FILES, MISSING_ROW, SPLIT_FILES, UNKNOWN_ROW, Manifest
 from .npyfile import NpyAppender
 from .schema import NUM_DENSE, NUM_SPARSE, SPARSE_NAMES, feature_index

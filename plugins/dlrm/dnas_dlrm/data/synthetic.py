@@ -86,9 +86,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from .schema import (COLUMN_NAMES, DENSE_MISSING_RATES, DENSE_QUANTILES, I2_NEGATIVE_RATE,
-                     KAGGLE_CARDINALITIES, NUM_DENSE, NUM_SPARSE, SPARSE_MISSING_RATES,
-                     SPARSE_NAMES, dense_transform)
+from .schema import (
+    COLUMN_NAMES,
+    DENSE_MISSING_RATES,
+    DENSE_QUANTILES,
+    I2_NEGATIVE_RATE,
+    KAGGLE_CARDINALITIES,
+    NUM_DENSE,
+    NUM_SPARSE,
+    SPARSE_MISSING_RATES,
+    SPARSE_NAMES,
+    dense_transform,
+)
 
 CHUNK_ROWS = 1 << 14
 _CALIBRATION_ROWS = 1 << 15

@@ -145,12 +145,12 @@ def latency(supernet: DlrmSuperNet, table: LatencyTable,
             batch: int = LATENCY_BATCH) -> SumCost:
     """Measured latency (ms per batch of ``batch``): every FC shape and every table shape
     any architecture of this supernet can have, timed once each on ``table``'s device."""
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def fc(a: int, b: int) -> float:
         return table.measure(f"fc:{a}x{b}", _LinearRelu(a, b), torch.zeros(batch, a),
                              save=False)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def lookup(rows: int, dim: int) -> float:
         timed_rows = min(rows, LATENCY_MAX_ROWS)
         ids = torch.randint(0, timed_rows, (batch, 1), generator=torch.Generator().manual_seed(0))
