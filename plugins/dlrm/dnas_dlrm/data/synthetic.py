@@ -257,6 +257,41 @@ def _fmix32(x: np.ndarray) -> np.ndarray:
     return x
 
 
+class DenseCounts:
+    """The 13 dense count features: Criteo's medians, tails, negatives and missing rates.
+
+    Shared by the planted and the realistic generators (their rows differ only in what the
+    categorical features and the label do).
+    """
+
+    def __init__(self) -> None:
+        quantiles = np.array(DENSE_QUANTILES, dtype=np.float64)
+        self.mu = np.log1p(quantiles[:, 0] + 0.5)
+        self.sigma = np.maximum((np.log1p(quantiles[:, 1]) - self.mu) / _Z99, 0.05)
+        self.max = quantiles[:, 2]
+        self.missing = np.array(DENSE_MISSING_RATES)
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` rows of raw integer counts (0 where missing) and the missing mask."""
+        common = rng.standard_normal((n, 1))
+        z = _RHO * common + np.sqrt(1 - _RHO**2) * rng.standard_normal((n, NUM_DENSE))
+        values = np.floor(np.expm1(self.mu + self.sigma * z))
+        values = np.clip(values, 0, self.max).astype(np.int64)
+        negative = rng.random(n) < I2_NEGATIVE_RATE
+        values[negative, 1] = rng.choice(np.array([-1, -2, -3]), p=[0.8, 0.15, 0.05],
+                                         size=int(negative.sum()))
+        # dense features with equal rates miss together, as in the real data
+        missing = np.zeros((n, NUM_DENSE), dtype=bool)
+        uniforms: dict[float, np.ndarray] = {}
+        for k, rate in enumerate(self.missing):
+            if rate > 0:
+                if rate not in uniforms:
+                    uniforms[rate] = rng.random(n)
+                missing[:, k] = uniforms[rate] < rate
+        values[missing] = 0
+        return values, missing
+
+
 class SyntheticModel:
     """The seeded generative model: frequencies, effects, dense ridges, intercept."""
 
@@ -265,12 +300,8 @@ class SyntheticModel:
         self.config = config = config or SyntheticConfig()
         rng = np.random.default_rng([self.seed, 0x57C7])
         self.cardinalities = synthetic_cardinalities(config)
-        self.dense_missing = np.array(DENSE_MISSING_RATES)
+        self.counts = DenseCounts()
         self.sparse_missing = np.array(SPARSE_MISSING_RATES)
-        quantiles = np.array(DENSE_QUANTILES, dtype=np.float64)
-        self.dense_mu = np.log1p(quantiles[:, 0] + 0.5)
-        self.dense_sigma = np.maximum((np.log1p(quantiles[:, 1]) - self.dense_mu) / _Z99, 0.05)
-        self.dense_max = quantiles[:, 2]
         self.hex_keys = rng.integers(0, 2**32, size=NUM_SPARSE, dtype=np.uint64)
 
         # value frequencies: p[0] = missing rate, ids 1.. Zipf with shuffled ranks
@@ -391,27 +422,8 @@ class SyntheticModel:
         return out
 
     # ------------------------------------------------------------------ rows
-    def _missing(self, rng: np.random.Generator, n: int, rates: np.ndarray,
-                 uniforms: dict[float, np.ndarray]) -> np.ndarray:
-        out = np.zeros((n, len(rates)), dtype=bool)
-        for k, rate in enumerate(rates):
-            if rate > 0:
-                if rate not in uniforms:
-                    uniforms[rate] = rng.random(n)
-                out[:, k] = uniforms[rate] < rate
-        return out
-
     def _dense_raw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        common = rng.standard_normal((n, 1))
-        z = _RHO * common + np.sqrt(1 - _RHO**2) * rng.standard_normal((n, NUM_DENSE))
-        values = np.floor(np.expm1(self.dense_mu + self.dense_sigma * z))
-        values = np.clip(values, 0, self.dense_max).astype(np.int64)
-        negative = rng.random(n) < I2_NEGATIVE_RATE
-        values[negative, 1] = rng.choice(np.array([-1, -2, -3]), p=[0.8, 0.15, 0.05],
-                                         size=int(negative.sum()))
-        missing = self._missing(rng, n, self.dense_missing, {})
-        values[missing] = 0
-        return values, missing
+        return self.counts.sample(rng, n)
 
     def _chunk(self, rng: np.random.Generator, n: int, labels: bool = True) -> dict:
         raw, dense_missing = self._dense_raw(rng, n)
@@ -517,7 +529,7 @@ def _hex_array(values: np.ndarray, missing: np.ndarray) -> pa.Array:
                                        int(missing.sum()))
 
 
-def _arrow_chunk(model: SyntheticModel, chunk: dict) -> pa.Table:
+def _arrow_chunk(model, chunk: dict) -> pa.Table:
     columns = [pa.array(chunk["labels"], type=pa.int8())]
     for k in range(NUM_DENSE):
         columns.append(pa.array(chunk["raw"][:, k], type=pa.int64(),
@@ -535,9 +547,15 @@ def write_tsv(path: str | Path, n_rows: int, seed: int = 0, *, gzip: bool | None
     gzip when ``gzip`` is true, or when it is ``None`` and the name ends with ``.gz``.
     Memory is bounded by one chunk of :data:`CHUNK_ROWS` rows whatever ``n_rows``.
     """
+    return write_model_tsv(path, _model(int(seed), config or SyntheticConfig()), n_rows,
+                           gzip=gzip)
+
+
+def write_model_tsv(path: str | Path, model, n_rows: int, *, gzip: bool | None = None) -> Path:
+    """Stream ``model.chunks(n_rows)`` as Criteo text (any model with ``chunks`` and
+    ``hex_values``, e.g. the planted or the realistic one)."""
     path = Path(path)
     compress = path.suffix == ".gz" if gzip is None else gzip
-    model = _model(int(seed), config or SyntheticConfig())
     options = pa_csv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none",
                                   batch_size=CHUNK_ROWS)
     schema = _arrow_chunk(model, next(model.chunks(1))).schema
