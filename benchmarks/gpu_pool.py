@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dnas_core.runner.pool import EXIT_OOM, Job, Outcome, TrialPool  # noqa: E402
+from dnas_core.runner.jobs import EXIT_OOM, Job, Outcome  # noqa: E402
+from dnas_core.runner.pool import TrialPool  # noqa: E402
 
 # ----------------------------------------------------------------------- the trials
 

@@ -24,7 +24,8 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from dnas_core.engine.architecture import Architecture
-from dnas_core.runner.pool import Job, Outcome, TrialPool
+from dnas_core.runner.jobs import Job, Outcome
+from dnas_core.runner.pool import TrialPool
 from dnas_core.runner.report import write_report
 from dnas_core.runner.study import ARCHITECTURES, HEARTBEAT_SECONDS, SUPERNETS, Studies
 from dnas_core.runner.worker import result_path, trial_dir

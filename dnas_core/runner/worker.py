@@ -25,7 +25,8 @@ from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
-from dnas_core.runner.pool import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED, watch_parent
+from dnas_core.runner.jobs import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED
+from dnas_core.runner.processes import watch_parent
 from dnas_core.runner.study import Studies
 
 

@@ -17,18 +17,21 @@ from pathlib import Path
 
 import pytest
 
+from dnas_core.runner import jobs as jobs_mod
+from dnas_core.runner import placement as placement_mod
 from dnas_core.runner import pool as pool_mod
+from dnas_core.runner import processes as processes_mod
 from dnas_core.runner.devices import resolve_devices
-from dnas_core.runner.pool import (
+from dnas_core.runner.jobs import (
     EXIT_NONFINITE,
     EXIT_OOM,
     EXIT_PRUNED,
     Job,
     Outcome,
-    Terminated,
-    TrialPool,
     exit_code_for,
 )
+from dnas_core.runner.pool import TrialPool
+from dnas_core.runner.processes import Terminated
 from tests.core import fake_trial
 
 FAKE = str(Path(fake_trial.__file__).resolve())
@@ -473,16 +476,16 @@ def test_an_exception_in_on_done_kills_running_trials_and_propagates(tmp_path):
 
 
 def test_module_docstring_documents_the_protocol():
-    doc = pool_mod.__doc__ or ""
-    for name in ("EXIT_OOM", "EXIT_NONFINITE", "EXIT_PRUNED", "CUDA_VISIBLE_DEVICES",
-                 "DNAS_DEVICE"):
-        assert name in doc
+    for module, names in ((jobs_mod, ("EXIT_OOM", "EXIT_NONFINITE", "EXIT_PRUNED")),
+                          (placement_mod, ("CUDA_VISIBLE_DEVICES", "DNAS_DEVICE"))):
+        for name in names:
+            assert name in (module.__doc__ or "")
 
 
 def test_an_unkillable_trial_is_abandoned_not_waited_on(tmp_path, monkeypatch):
-    real = pool_mod._signal_group
+    real = processes_mod.signal_group
     # Pretend SIGKILL cannot end it (as for a process stuck in the driver).
-    monkeypatch.setattr(pool_mod, "_signal_group",
+    monkeypatch.setattr(pool_mod, "signal_group",
                         lambda proc, sig: real(proc, sig) if sig != signal.SIGKILL else None)
     pool = TrialPool(devices=["cpu"], poll_interval=0.02, kill_grace=0.2)
     pool.abandon_after = 0.3
@@ -518,8 +521,8 @@ def test_signal_handlers_respect_nohup_and_are_restored(tmp_path):
 
 
 def test_watch_parent_ends_the_trial_when_the_pool_is_gone(monkeypatch):
-    monkeypatch.delenv(pool_mod.ENV_POOL_PID, raising=False)
-    assert pool_mod.watch_parent() is None  # not started by a pool: nothing to watch
+    monkeypatch.delenv(processes_mod.ENV_POOL_PID, raising=False)
+    assert processes_mod.watch_parent() is None  # not started by a pool: nothing to watch
     calls: list[tuple] = []
     done = threading.Event()
 
@@ -527,10 +530,10 @@ def test_watch_parent_ends_the_trial_when_the_pool_is_gone(monkeypatch):
         calls.append(("exit", code))
         done.set()
 
-    monkeypatch.setenv(pool_mod.ENV_POOL_PID, str(os.getppid() + 12345))
-    monkeypatch.setattr(pool_mod.os, "killpg", lambda pgid, sig: calls.append(("kill", sig)))
-    monkeypatch.setattr(pool_mod.os, "_exit", fake_exit)
-    thread = pool_mod.watch_parent(interval=0.01)
+    monkeypatch.setenv(processes_mod.ENV_POOL_PID, str(os.getppid() + 12345))
+    monkeypatch.setattr(processes_mod.os, "killpg", lambda pgid, sig: calls.append(("kill", sig)))
+    monkeypatch.setattr(processes_mod.os, "_exit", fake_exit)
+    thread = processes_mod.watch_parent(interval=0.01)
     assert thread is not None and done.wait(5)
     thread.join(5)
     assert calls == [("kill", signal.SIGKILL), ("exit", 128 + signal.SIGKILL)]
