@@ -110,7 +110,7 @@ def resolve(registry: Registry, plugin: str | None, *, config: Path | None = Non
         origins.update(override_origins(f"domain.data.path={data_path}"))
     data["plugin"] = domain.name
     settings = build(RunSettings, data, origins=origins)
-    domain_settings = build(domain.settings_type, settings.domain, "domain", origins)
+    domain_settings: Any = build(domain.settings_type, settings.domain, "domain", origins)
     return RunSpec(settings, domain, domain_settings)
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -69,7 +69,7 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, path, origins)
+        return build(cast(Any, tp), value, path, origins)
     if origin in (Union, types.UnionType):
         for option in get_args(tp):
             try:
@@ -122,7 +122,7 @@ def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = Non
     if not isinstance(data, Mapping):
         raise _fail(path, origins, f"expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = f"{path}.{unknown[0]}" if path else str(unknown[0])
@@ -212,7 +212,7 @@ def mapping_settings(cls: type, prefix: str = "") -> frozenset[str]:
         options = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
         for option in options:
             if dataclasses.is_dataclass(option):
-                paths |= mapping_settings(option, path)
+                paths |= mapping_settings(cast(type, option), path)
             elif get_origin(option) in (dict, Mapping):
                 paths.add(path)
     return frozenset(paths)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -58,7 +58,7 @@ class DecisionCostTable:
             cost = (weights * table.to(weights.device, weights.dtype)).reshape(
                 weights.shape[0], -1).sum(dim=1)
             total = total + cost
-        return total + self.base
+        return cast(Tensor, total + self.base)
 
     def of(self, architecture: Architecture) -> float:
         total = self.base
@@ -86,7 +86,7 @@ class CombinedCost:
         self.name = "+".join(f"{w:g}*{m.name}" for m, w in self.terms)
 
     def expected(self, supernet: SuperNet) -> Tensor:
-        return sum(w * m.expected(supernet) / m.scale() for m, w in self.terms)
+        return cast(Tensor, sum(w * m.expected(supernet) / m.scale() for m, w in self.terms))
 
     def of(self, architecture: Architecture) -> float:
         return sum(w * m.of(architecture) / m.scale() for m, w in self.terms)

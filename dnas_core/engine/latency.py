@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -148,7 +148,8 @@ class LatencyTable:
         def call() -> Any:
             if example_input is None:
                 return op()
-            return op(*inputs) if isinstance(inputs, tuple) else op(inputs)
+            run = cast(Callable[..., Any], op)
+            return run(*inputs) if isinstance(inputs, tuple) else run(inputs)
 
         for _ in range(self.warmup):
             call()

@@ -64,7 +64,7 @@ class Stage:
         return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))]
 
     def trial_count(self) -> int:
-        return self.n_trials if self.sampled else len(self.grid_points())
+        return (self.n_trials or 0) if self.sampled else len(self.grid_points())
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """Optuna distributions; list values travel as JSON strings (they may be lists)."""

@@ -15,7 +15,7 @@ import socket
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -44,7 +44,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """
     if url.startswith("journal:"):
         path = url[len("journal:"):].removeprefix("//")
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+        backend = optuna.storages.journal.JournalFileBackend(path)  # type: ignore[attr-defined]
+        return optuna.storages.JournalStorage(backend)
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
     if retry is not None:  # optuna >= 4.9 renamed the callback and its argument
         callback = {"heartbeat_stale_trial_callback": retry(max_retry=3)}
@@ -183,4 +184,5 @@ def suggest(trial: optuna.Trial, key: str, dist: optuna.distributions.BaseDistri
         return trial.suggest_categorical(key, dist.choices)
     if isinstance(dist, optuna.distributions.IntDistribution):
         return trial.suggest_int(key, dist.low, dist.high, log=dist.log)
-    return trial.suggest_float(key, dist.low, dist.high, log=dist.log)
+    floats = cast(optuna.distributions.FloatDistribution, dist)
+    return trial.suggest_float(key, floats.low, floats.high, log=floats.log)
