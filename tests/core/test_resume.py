@@ -15,8 +15,8 @@ from dnas_core.runner.experiment import plan_experiment
 from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
 from tests.core.test_pipeline import ROOT, SMALL
 
-# supernet steps slowed down (about 5 s a search), so that a kill lands inside one
-EXPERIMENT = {"plugin": "toy", "set": {**SMALL, "domain.step_delay": 0.03},
+# supernet steps slowed down (about 15 s a search), so that a kill lands inside one
+EXPERIMENT = {"plugin": "toy", "set": {**SMALL, "domain.step_delay": 0.1},
               "supernets": {"grid": {"search.temperature_decay": [0.1, 0.3]}},
               "architectures": {"grid": {"train.optimizer.lr": [0.2]}}}
 
