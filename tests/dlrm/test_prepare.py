@@ -410,3 +410,26 @@ def test_cli_reports_bad_lines(tsv, tmp_path):
     result = CliRunner().invoke(prepare_command, [str(path), "--out", str(tmp_path / "o"),
                                                   "--hash-size", "100", "--on-bad-line", "skip"])
     assert result.exit_code == 0 and Manifest.load(tmp_path / "o").bad_lines["count"] == 1
+
+
+def test_overwrite_replaces_only_a_prepared_data_set(tsv, tmp_path, monkeypatch):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "keep.txt").write_text("mine")
+    with pytest.raises(PrepareError, match="not a prepared data set"):
+        prepare(tsv, plain, small(hash_size=10, overwrite=True))
+    assert (plain / "keep.txt").read_text() == "mine"
+    held = tmp_path / "held"
+    held.mkdir()
+    source = held / "train.txt"
+    source.write_bytes(tsv.read_bytes())
+    (held / "manifest.json").write_text("{}")
+    with pytest.raises(PrepareError, match="contains"):  # the folder holding the input
+        prepare(source, held, small(hash_size=10, overwrite=True))
+    assert source.exists()
+    out = tmp_path / "out"
+    prepare(tsv, out, small(hash_size=10))
+    monkeypatch.chdir(out)
+    with pytest.raises(PrepareError, match="contains"):  # the working directory
+        prepare(tsv, out, small(hash_size=10, overwrite=True))
+    assert (out / "manifest.json").exists()

@@ -54,7 +54,7 @@ from .criteo import (
     iter_line_chunks,
     parse_chunk,
 )
-from .manifest import ARRAY_FILES, MISSING_ROW, SPLIT_FILES, UNKNOWN_ROW, Manifest
+from .manifest import ARRAY_FILES, MANIFEST_NAME, MISSING_ROW, SPLIT_FILES, UNKNOWN_ROW, Manifest
 from .npyfile import NpyAppender
 from .schema import NUM_DENSE, NUM_SPARSE, SPARSE_NAMES, feature_index
 from .splits import SPLIT_NAMES, default_train_rows, iter_split_blocks
@@ -368,6 +368,8 @@ def prepare(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
             out_dir.is_dir() and not any(out_dir.iterdir())):
         raise PrepareError(f"output {out_dir} exists; pass overwrite (--overwrite) to "
                            "replace it")
+    if out_dir.exists() and options.overwrite:
+        _check_replaceable(out_dir, paths)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.prepare-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
@@ -392,6 +394,18 @@ def prepare(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_replaceable(out_dir: Path, inputs: list[Path]) -> None:
+    """--overwrite deletes ``out_dir``: allow it only for a prepared data set that holds
+    neither an input nor the working directory, so a typo cannot destroy anything else."""
+    if not out_dir.is_dir() or not (out_dir / MANIFEST_NAME).is_file():
+        raise PrepareError(f"output {out_dir} is not a prepared data set (no {MANIFEST_NAME}); "
+                           "--overwrite replaces only those")
+    real = out_dir.resolve()
+    for inside in [Path.cwd(), *inputs]:
+        if inside.resolve().is_relative_to(real):
+            raise PrepareError(f"output {out_dir} contains {inside}; refusing to replace it")
 
 
 def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
