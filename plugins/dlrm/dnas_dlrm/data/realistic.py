@@ -18,7 +18,7 @@ This one is built to tell good training defaults from bad ones, as real Criteo d
   interactions between pairs of categorical features. A model with enough capacity to
   memorize rare values overfits after one or two epochs at 10K-100K rows.
 
-Rows come in seeded chunks of :data:`.synthetic.CHUNK_ROWS`, so memory is bounded whatever
+Rows come in seeded chunks of :data:`.rows.CHUNK_ROWS`, so memory is bounded whatever
 the row count, and ``generate(n, s)`` is a prefix of ``generate(m, s)``. The model has no
 planted answers (``SyntheticData.planted`` is ``None``).
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .rows import CHUNK_ROWS, DenseCounts, hex_values, sigmoid, write_model_tsv
 from .schema import (
     KAGGLE_CARDINALITIES,
     NUM_DENSE,
@@ -39,7 +40,7 @@ from .schema import (
     SPARSE_MISSING_RATES,
     dense_transform,
 )
-from .synthetic import CHUNK_ROWS, DenseCounts, SyntheticData, _fmix32, _sigmoid, write_model_tsv
+from .synthetic import SyntheticData
 
 #: 0-based categorical features with a main effect (a mix of small and huge tables)
 MAIN_EFFECTS: tuple[int, ...] = (0, 1, 2, 5, 8, 10, 13, 16, 22, 23)
@@ -118,7 +119,7 @@ class RealisticModel:
         lo, hi = -20.0, 20.0
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if _sigmoid(base + mid).mean() < config.click_rate else (lo, mid)
+            lo, hi = (mid, hi) if sigmoid(base + mid).mean() < config.click_rate else (lo, mid)
         self.intercept = (lo + hi) / 2
 
     def _components(self, dense: np.ndarray, sparse: np.ndarray) -> dict[str, np.ndarray]:
@@ -155,14 +156,13 @@ class RealisticModel:
             rng = np.random.default_rng([self.seed, 0xDA7A, index])
             chunk = self._rows(rng, CHUNK_ROWS)
             chunk["logits"] = self.logits(chunk["dense"], chunk["sparse"])
-            chunk["labels"] = (rng.random(CHUNK_ROWS) < _sigmoid(chunk["logits"])).astype(np.int8)
+            chunk["labels"] = (rng.random(CHUNK_ROWS) < sigmoid(chunk["logits"])).astype(np.int8)
             size = min(CHUNK_ROWS, n_rows - start)
             yield {k: v[:size] for k, v in chunk.items()} if size < CHUNK_ROWS else chunk
 
     def hex_values(self, j: int, ids: np.ndarray) -> np.ndarray:
         """The seeded bijection id -> 32-bit raw value of feature ``j`` (written as hex)."""
-        shifted = (np.asarray(ids, dtype=np.uint64) + self.hex_keys[j]) & np.uint64(0xFFFFFFFF)
-        return _fmix32(shifted)
+        return hex_values(self.hex_keys, j, ids)
 
 
 @functools.lru_cache(maxsize=4)

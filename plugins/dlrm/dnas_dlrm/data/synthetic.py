@@ -2,95 +2,27 @@
 
 One seeded generator, two outputs holding the same rows for the same seed:
 :func:`generate` returns preprocessed arrays (the standard dense transform, categorical
-row ids) and :func:`write_tsv` writes the raw TAB-separated format (40 fields, raw integers,
-negatives in I2, 8-digit lower-case hex, empty fields for missing values, plain or gzip),
-streamed in chunks. Rows come in chunks of :data:`CHUNK_ROWS`, each from its own seeded
-generator, so ``generate(n, s)`` is a prefix of ``generate(m, s)`` for ``n < m``.
+row ids) and :func:`write_tsv` writes the raw TAB-separated format, streamed. Rows come in
+chunks of :data:`.rows.CHUNK_ROWS`, each from its own seeded generator, so
+``generate(n, s)`` is a prefix of ``generate(m, s)`` for ``n < m``.
 
-Statistics (Criteo Kaggle, ``criteo-format.md``): 13 integer features, heavy-tailed counts
-(log-normal with the published median and 99th percentile, clipped at the published max,
-sharing a common factor so they correlate), I2 negative in 9.8 % of rows; missing values
-at the published rates (dense features with equal rates miss together, as in the real
-data; categorical features miss independently, so that a missing value of one feature says
-nothing about another's planted effect);
-26 categorical features with Zipf-like value frequencies (ranks shuffled over the ids);
-click rate 25 % (the intercept is calibrated).
-
-Cardinalities: the 26 Kaggle counts times ``scale`` (default 0.003: the largest becomes
-~30,000) with a ``floor`` (default 100: a feature keeps its count if it is below the floor,
-and is raised to the floor otherwise), then rounded as the planted roles need (below).
-Row 0 of every table is the missing row (as in ``prepare``'s output): a missing value has
-id 0, present values have ids 1..card-1.
-
-Planted structure (defaults; :class:`PlantedStructure` returns it as data). The true logit is
-
-    logit = b0 + f_dense(x) + sum_pairs M_AB[id_A, id_B] + sum_{weak, many, few} e_j[id_j]
-
-and nothing else: noise features do not enter it.
-
-(a) Embedding dimension.
-    RICH: C1, C2, C5, C8 (1.5 x rank = 48 rows each), in pairs (C1, C2) and (C5, C8).
-    ``M_AB`` is ``Q_A Q_B^T`` scaled, with ``Q`` random matrices with ``rich_rank`` (32)
-    orthonormal columns: rank exactly 32 with 32 equal singular values, so a DLRM dot
-    interaction with dimension d < 32 can represent only d/32 of it (exact for uniform
-    frequencies; Zipf exponent 0.5 keeps it close). The tables are small (48 x 48 cells,
-    ~35 rows per cell in 80k rows) so the interaction is learnable from ~100k rows: with
-    100k rows (80k train), 5 epochs of a small DLRM (Adam, planted table sizes, dimension
-    8 elsewhere) gave validation log loss 0.431 with dimension 8 for the rich features and
-    0.406 with 32. Known best: 32 (the smallest option >= rank).
-    WEAK: C6, C9, C14, C17, C23: a scalar random effect per category; dimension 8
-    (the smallest option) suffices.
-    NOISE: C4, C7, C11, C13, C15, C18, C19, C20, C22, C25: no effect; smallest dimension.
-    MANY and FEW features (below) carry scalar effects: smallest dimension suffices.
-(b) Embedding cardinality, for candidate sizes ``H = max(1, round(f * card))``,
-    ``f`` in (1.0, 0.1, 0.01, 0.001).
-    MANY: C10, C24, C26 (cardinalities rounded to multiples of 100: 300, 900, 400).
-    A per-category effect whose frequency-weighted mean is exactly zero inside every
-    bucket ``id mod (card / 10)`` (the missing row has effect 0), so after hashing to
-    ``card/10`` rows, or to ``card/100`` or 1 (unions of those buckets), the best value of
-    every hashed row is 0 to first order: the signal is gone. Known best: 1.0.
-    FEW: C3, C12, C16, C21 with groups m = 10, 5, 8, 7; cardinalities rounded to
-    multiples of 1000 m (30000, 25000, 16000, 21000). The effect depends only on
-    ``id mod m``; every candidate H is a multiple of m, so ``(id mod H) mod m == id mod m``
-    and hashing to any candidate keeps the signal exactly, while the full table must learn
-    ~card separate rows from few examples each. Known best: 0.001.
-    NOISE features: no signal, best is the smallest table (0.001).
-    RICH features need their full tables (hashing 48 -> 5 rows mixes latent vectors):
-    expected 1.0. WEAK: not planted (a trade-off).
-    Same small DLRM, all dimensions 32: full tables 0.475; planted sizes (0.001 for few and
-    noise features) 0.415; many-category features hashed to 0.1: 0.505.
-(c) MLP size: ``f_dense`` is a sum of ``dense_ridges`` (8) ReLU ridge functions of the
-    standardized transformed dense features, ``sum_k a_k relu(w_k . z + b_k)``: a linear
-    model underfits (R^2 < 0.9 in the tests); one hidden layer of width >= 8 represents it
-    exactly. Known best in
-    the MLP space: the smallest width offered (128) and the fewest layers; more width or
-    depth gains nothing.
-
-Default scales (``signal`` = 1; each is a :class:`SyntheticConfig` field): std of each
-component's logit contribution: dense 0.8, each rich pair 1.0, each weak feature 0.35, each
-many/few feature 0.6. Bayes log loss ~0.34 versus ~0.56 for the base rate
-(``PlantedStructure.bayes_logloss``). The hex bijection scrambles ids, so the id-based
-structure of (b) holds for :func:`generate`'s arrays, not for ids that ``prepare`` assigns
-to :func:`write_tsv`'s text (that path exists to exercise the reader).
+The statistics follow Criteo Kaggle (``criteo-format.md``). The planted roles (rich, weak,
+noise, many-category and few-category features, a dense ridge function) each have a known
+best embedding dimension, table size or MLP size; docs/data.md ("How the planted structure
+is built") explains each construction, the defaults and the measured log losses.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip as gzip_module
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 
+from .rows import CHUNK_ROWS, DenseCounts, SyntheticData, hex_values, sigmoid, write_model_tsv
 from .schema import (
-    COLUMN_NAMES,
-    DENSE_MISSING_RATES,
-    DENSE_QUANTILES,
-    I2_NEGATIVE_RATE,
     KAGGLE_CARDINALITIES,
     NUM_DENSE,
     NUM_SPARSE,
@@ -99,10 +31,7 @@ from .schema import (
     dense_transform,
 )
 
-CHUNK_ROWS = 1 << 14
 _CALIBRATION_ROWS = 1 << 15
-_RHO = 0.5  # correlation of the dense features' latent Gaussians
-_Z99 = 2.3263478740408408
 
 RICH_PAIRS: tuple[tuple[int, int], ...] = ((0, 1), (4, 7))
 WEAK: tuple[int, ...] = (5, 8, 13, 16, 22)
@@ -242,56 +171,6 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(p) + (1 - p) * np.log1p(-p))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _fmix32(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer: a bijection of uint32."""
-    x = x.astype(np.uint32)
-    x ^= x >> np.uint32(16)
-    x *= np.uint32(0x85EBCA6B)
-    x ^= x >> np.uint32(13)
-    x *= np.uint32(0xC2B2AE35)
-    x ^= x >> np.uint32(16)
-    return x
-
-
-class DenseCounts:
-    """The 13 dense count features: Criteo's medians, tails, negatives and missing rates.
-
-    Shared by the planted and the realistic generators (their rows differ only in what the
-    categorical features and the label do).
-    """
-
-    def __init__(self) -> None:
-        quantiles = np.array(DENSE_QUANTILES, dtype=np.float64)
-        self.mu = np.log1p(quantiles[:, 0] + 0.5)
-        self.sigma = np.maximum((np.log1p(quantiles[:, 1]) - self.mu) / _Z99, 0.05)
-        self.max = quantiles[:, 2]
-        self.missing = np.array(DENSE_MISSING_RATES)
-
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` rows of raw integer counts (0 where missing) and the missing mask."""
-        common = rng.standard_normal((n, 1))
-        z = _RHO * common + np.sqrt(1 - _RHO**2) * rng.standard_normal((n, NUM_DENSE))
-        values = np.floor(np.expm1(self.mu + self.sigma * z))
-        values = np.clip(values, 0, self.max).astype(np.int64)
-        negative = rng.random(n) < I2_NEGATIVE_RATE
-        values[negative, 1] = rng.choice(np.array([-1, -2, -3]), p=[0.8, 0.15, 0.05],
-                                         size=int(negative.sum()))
-        # dense features with equal rates miss together, as in the real data
-        missing = np.zeros((n, NUM_DENSE), dtype=bool)
-        uniforms: dict[float, np.ndarray] = {}
-        for k, rate in enumerate(self.missing):
-            if rate > 0:
-                if rate not in uniforms:
-                    uniforms[rate] = rng.random(n)
-                missing[:, k] = uniforms[rate] < rate
-        values[missing] = 0
-        return values, missing
-
-
 class SyntheticModel:
     """The seeded generative model: frequencies, effects, dense ridges, intercept."""
 
@@ -383,12 +262,12 @@ class SyntheticModel:
         lo, hi = -20.0, 20.0
         for _ in range(60):
             mid = (lo + hi) / 2
-            if _sigmoid(base + mid).mean() < config.click_rate:
+            if sigmoid(base + mid).mean() < config.click_rate:
                 lo = mid
             else:
                 hi = mid
         self.intercept = (lo + hi) / 2
-        p = _sigmoid(base + self.intercept)
+        p = sigmoid(base + self.intercept)
         self.planted = PlantedStructure(
             cardinalities=tuple(self.cardinalities), rich=RICH, rich_pairs=RICH_PAIRS,
             rich_rank=config.rich_rank, weak=WEAK, noise=NOISE, many_categories=MANY,
@@ -438,7 +317,7 @@ class SyntheticModel:
         out = {"raw": raw, "dense_missing": dense_missing, "dense": dense, "sparse": sparse,
                "logits": logits}
         if labels:
-            out["labels"] = (rng.random(n) < _sigmoid(logits)).astype(np.int8)
+            out["labels"] = (rng.random(n) < sigmoid(logits)).astype(np.int8)
         return out
 
     def _inverse_cdf(self, j: int, u: np.ndarray) -> np.ndarray:
@@ -468,31 +347,13 @@ class SyntheticModel:
 
     def hex_values(self, j: int, ids: np.ndarray) -> np.ndarray:
         """The seeded bijection id -> 32-bit raw value of feature ``j`` (written as hex)."""
-        shifted = (np.asarray(ids, dtype=np.uint64) + self.hex_keys[j]) & np.uint64(0xFFFFFFFF)
-        return _fmix32(shifted)
+        return hex_values(self.hex_keys, j, ids)
 
 
 @functools.lru_cache(maxsize=8)
 def _model(seed: int, config: SyntheticConfig) -> SyntheticModel:
     """Models are pure functions of (seed, config): built once, shared (do not mutate)."""
     return SyntheticModel(seed, config)
-
-
-@dataclass
-class SyntheticData:
-    """Preprocessed synthetic rows with their cardinalities, planted structure and oracle."""
-
-    dense: np.ndarray          # float32 (n, 13)
-    sparse: np.ndarray         # int64 (n, 26), 0 <= id < cardinalities[j]
-    labels: np.ndarray         # float32 (n,)
-    cardinalities: list[int]
-    planted: PlantedStructure
-    logits: np.ndarray         # float32 (n,): the true logit of each row
-    seed: int
-    model: SyntheticModel = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def generate(n_rows: int, seed: int = 0, config: SyntheticConfig | None = None) -> SyntheticData:
@@ -515,31 +376,6 @@ def generate(n_rows: int, seed: int = 0, config: SyntheticConfig | None = None) 
         logits=stack("logits", (0,), np.float32), seed=int(seed), model=model)
 
 
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_SHIFTS = np.arange(28, -4, -4, dtype=np.uint32)
-
-
-def _hex_array(values: np.ndarray, missing: np.ndarray) -> pa.Array:
-    n = len(values)
-    chars = _HEX_DIGITS[(values[:, None] >> _SHIFTS) & np.uint32(15)]
-    offsets = np.arange(0, 8 * n + 1, 8, dtype=np.int32)
-    validity = np.packbits(~missing, bitorder="little")
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes()),
-                                       pa.py_buffer(validity.tobytes()),
-                                       int(missing.sum()))
-
-
-def _arrow_chunk(model, chunk: dict) -> pa.Table:
-    columns = [pa.array(chunk["labels"], type=pa.int8())]
-    for k in range(NUM_DENSE):
-        columns.append(pa.array(chunk["raw"][:, k], type=pa.int64(),
-                                mask=chunk["dense_missing"][:, k]))
-    for j in range(NUM_SPARSE):
-        ids = chunk["sparse"][:, j]
-        columns.append(_hex_array(model.hex_values(j, ids), ids == 0))
-    return pa.Table.from_arrays(columns, names=list(COLUMN_NAMES))
-
-
 def write_tsv(path: str | Path, n_rows: int, seed: int = 0, *, gzip: bool | None = None,
               config: SyntheticConfig | None = None) -> Path:
     """Write the rows of ``generate(n_rows, seed)`` in the raw Criteo format, streamed.
@@ -549,19 +385,3 @@ def write_tsv(path: str | Path, n_rows: int, seed: int = 0, *, gzip: bool | None
     """
     return write_model_tsv(path, _model(int(seed), config or SyntheticConfig()), n_rows,
                            gzip=gzip)
-
-
-def write_model_tsv(path: str | Path, model, n_rows: int, *, gzip: bool | None = None) -> Path:
-    """Stream ``model.chunks(n_rows)`` as Criteo text (any model with ``chunks`` and
-    ``hex_values``, e.g. the planted or the realistic one)."""
-    path = Path(path)
-    compress = path.suffix == ".gz" if gzip is None else gzip
-    options = pa_csv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none",
-                                  batch_size=CHUNK_ROWS)
-    schema = _arrow_chunk(model, next(model.chunks(1))).schema
-    with (gzip_module.open(path, "wb", compresslevel=6) if compress else open(path, "wb")) \
-            as handle:
-        with pa_csv.CSVWriter(handle, schema, write_options=options) as writer:
-            for chunk in model.chunks(n_rows):
-                writer.write_table(_arrow_chunk(model, chunk))
-    return path
