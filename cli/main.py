@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,15 @@ def _pool(devices: str, jobs_per_device: int, timeout: float | None,
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set search.temperature_decay=0.2.")
 @click.option("--data", "data_path", help="Prepared data directory (sets domain.data.path).")
+@click.option("--baseline", type=click.Choice(["random", "none"]), default=None,
+              help="Baselines trained next to the search: 'random' (default) trains the "
+                   "space's reference model and random architectures at equal compute.")
+@click.option("--no-baseline", is_flag=True, help="Same as --baseline none.")
 @pool_options
 def search(plugin: str | None, config: Path | None, preset: str | None,
            experiment: Path | None, out: Path | None, overrides: tuple[str, ...],
-           data_path: str | None, devices: str, jobs_per_device: int, timeout: float | None,
-           storage: str | None) -> None:
+           data_path: str | None, baseline: str | None, no_baseline: bool, devices: str,
+           jobs_per_device: int, timeout: float | None, storage: str | None) -> None:
     """Search supernets, train their sampled architectures, and report.
 
     Without --experiment this is one supernet and one training run per sampled
@@ -83,6 +88,10 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         plan = plan_experiment(registry(), plugin=plugin, config=config, preset=preset,
                                experiment=experiment, overrides=overrides,
                                data_path=data_path)
+        if no_baseline and baseline == "random":
+            raise ConfigError("--no-baseline contradicts --baseline random")
+        if no_baseline or baseline:
+            plan.baseline = "none" if no_baseline else baseline  # type: ignore[assignment]
         run_dir = out or Path("runs") / f"{plan.plugin}-{time.strftime('%Y%m%d-%H%M%S')}"
         click.echo(f"run directory: {run_dir}", err=True)
         pool = _pool(devices, jobs_per_device, timeout or plan.trial_timeout,
@@ -92,6 +101,21 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     click.echo(f"report: {run_dir / 'report.md'}", err=True)
+    _exit_for(summary)
+
+
+#: exit status when the run finished but some trials failed or diverged
+EXIT_INCOMPLETE = 3
+
+
+def _exit_for(summary: dict) -> None:
+    """Exit 3 when trials failed or diverged, so scripts notice; the report is written."""
+    bad = summary.get("failed_trials", 0) + summary.get("diverged_architectures", 0)
+    if bad:
+        click.echo(f"warning: {summary.get('failed_trials', 0)} trials failed and "
+                   f"{summary.get('diverged_architectures', 0)} architectures diverged; "
+                   f"see the report", err=True)
+        sys.exit(EXIT_INCOMPLETE)
 
 
 @cli.command()
@@ -126,7 +150,9 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
         devices, jobs_per_device, timeout or experiment.trial_timeout,
         experiment.max_oom_retries))
     coordinator.run()
-    click.echo(json.dumps(coordinator.report(), indent=2, sort_keys=True))
+    summary = coordinator.report()
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    _exit_for(summary)
 
 
 @cli.command("plugins")

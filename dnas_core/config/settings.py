@@ -64,6 +64,29 @@ class CostSettings:
 
 
 @dataclass
+class BatchBudget:
+    """How ``batch_size: auto`` is resolved (see :mod:`dnas_core.engine.budget`)."""
+
+    steps_per_epoch: int = 100
+    min_batch_size: int = 64
+    max_batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}")
+        if not 1 <= self.min_batch_size <= self.max_batch_size:
+            raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, got "
+                             f"{self.min_batch_size} and {self.max_batch_size}")
+
+
+def _check_batch(batch_size: int | str) -> None:
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                 or batch_size < 1):
+        raise ValueError(f"batch_size must be 'auto' or an integer of at least 1, "
+                         f"got {batch_size!r}")
+
+
+@dataclass
 class SearchSettings:
     """Supernet training (the paper's Table I)."""
 
@@ -74,7 +97,8 @@ class SearchSettings:
     temperature_decay: float = 0.1
     arch_sampling: dict[float, int] = field(default_factory=lambda: {4.0: 4})
     sample_argmax: bool = False
-    batch_size: int = 1024
+    batch_size: int | Literal["auto"] = "auto"
+    batch_budget: BatchBudget = field(default_factory=BatchBudget)
     update_lrs_every_step: bool = False
     clip_grad_norm: float | None = 100.0
     weights_optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
@@ -83,8 +107,7 @@ class SearchSettings:
     cost: CostSettings = field(default_factory=CostSettings)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        _check_batch(self.batch_size)
         if self.init_temperature <= 0:
             raise ValueError("init_temperature must be positive")
         if any(n < 1 for n in self.arch_sampling.values()):
@@ -92,18 +115,50 @@ class SearchSettings:
 
 
 @dataclass
+class DivergenceSettings:
+    """When a trained model counts as diverged, and how often it is retried.
+
+    A model diverged when its loss went non-finite, or its best validation value of the
+    primary metric is worse than the constant predictor's (the training targets' mean) by
+    more than ``margin``: such a model has learnt nothing usable, and is never reported as
+    a result. It is retried up to ``retries`` times, each with every learning rate times
+    ``lr_factor``.
+    """
+
+    retries: int = 2
+    lr_factor: float = 0.1
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor}")
+
+
+@dataclass
 class TrainSettings:
-    """Training of each sampled architecture."""
+    """Training of each sampled architecture.
+
+    ``patience`` stops training after that many epochs without a better validation value
+    (the best epoch is kept either way); ``null`` trains every epoch.
+    """
 
     epochs: int = 6
-    batch_size: int = 4096
+    batch_size: int | Literal["auto"] = "auto"
+    batch_budget: BatchBudget = field(default_factory=BatchBudget)
     eval_batch_size: int = 8192
     clip_grad_norm: float | None = 100.0
+    patience: int | None = None
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    divergence: DivergenceSettings = field(default_factory=DivergenceSettings)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        _check_batch(self.batch_size)
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1 or null, got {self.patience}")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -104,6 +105,14 @@ class OptimizerSet:
     def load_state_dict(self, states: list[dict[str, Any]]) -> None:
         for opt, state in zip(self.optimizers, states, strict=True):
             opt.load_state_dict(state)
+
+
+def scale_lrs(settings: OptimizerSettings, factor: float) -> OptimizerSettings:
+    """The same optimizer with every learning rate (the base and each group's) times
+    ``factor``: how a diverged training is retried."""
+    groups = {name: replace(group, lr=None if group.lr is None else group.lr * factor)
+              for name, group in settings.groups.items()}
+    return replace(settings, lr=settings.lr * factor, groups=groups)
 
 
 def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from dnas_core.config.settings import SearchSettings
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CostLoss, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
@@ -60,9 +62,13 @@ class SearchManager:
                                   settings.cost.exponent, settings.cost.multiplier)
         if settings.cost.form != "off" and loss_cost is None:
             raise ValueError("a cost-aware loss needs a cost model")
-        bs = settings.batch_size
-        self.sources = {kind: BatchSource(data.table, data.splits[kind], bs, seed, kind)
-                        for kind in ("weights", "arch")}
+        budget = settings.batch_budget
+        self.sources = {
+            kind: BatchSource(data.table, data.splits[kind],
+                              resolve_batch_size(settings.batch_size, len(data.splits[kind]),
+                                                 budget.steps_per_epoch, budget.min_batch_size,
+                                                 budget.max_batch_size), seed, kind)
+            for kind in ("weights", "arch")}
         self.optimizers = {
             "weights": OptimizerSet(settings.weights_optimizer, supernet.weight_param_groups(),
                                     sparse_groups(supernet), "search.weights_optimizer"),
@@ -78,6 +84,7 @@ class SearchManager:
         self.architectures: list[Architecture] = []
         self.step = 0
         self.next_chunk = 0
+        self.seconds = 0.0  # training time over every run that resumed this search
 
     @property
     def checkpoint_path(self) -> Path:
@@ -91,7 +98,7 @@ class SearchManager:
 
     # ----- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {"next_chunk": self.next_chunk, "step": self.step,
+        return {"next_chunk": self.next_chunk, "step": self.step, "seconds": self.seconds,
                 "supernet": self.supernet.state_dict(),
                 "weights_optimizer": self.optimizers["weights"].state_dict(),
                 "arch_optimizer": self.optimizers["arch"].state_dict(),
@@ -107,6 +114,7 @@ class SearchManager:
         self.architectures = [Architecture.from_dict(json.loads(a))
                               for a in state["architectures"]]
         self.next_chunk, self.step = state["next_chunk"], state["step"]
+        self.seconds = float(state.get("seconds", 0.0))
 
     # ----- training -------------------------------------------------------------------------
     def _freeze_for(self, kind: str) -> None:
@@ -177,9 +185,11 @@ class SearchManager:
             print(f"resuming search from chunk {self.next_chunk + 1}/{len(self.plan)} "
                   f"({self.checkpoint_path})", file=sys.stderr, flush=True)
         for chunk in self.plan[self.next_chunk:]:
+            started = time.perf_counter()
             self._run_chunk(chunk)
             if chunk.sample_count:
                 self._sample(chunk)
+            self.seconds += time.perf_counter() - started
             self.next_chunk = chunk.index + 1
             checkpoint.save(self._state(), self.checkpoint_path)
             self.logger.heatmaps(self.step, self.supernet.heatmaps())

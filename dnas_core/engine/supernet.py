@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from dnas_core.engine.sampling import hard_sample, most_likely, soft_sample
 
 SamplingMode = Literal["soft", "expected", "fixed"]
+_MASKED = -1e4  # a logit offset whose softmax weight is exactly 0 in float32
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Decision(nn.Module):
             raise ValueError("a decision needs at least one option")
         shape = (n_options,) if groups is None else (groups, n_options)
         self.theta = nn.Parameter(torch.zeros(shape))
+        # 0 for an allowed option, _MASKED for an option that duplicates another (see restrict)
+        self.register_buffer("offset", torch.zeros(shape), persistent=False)
         self.labels = labels or [str(i) for i in range(n_options)]
         self.group_labels = group_labels
         self._state = SamplingState()
@@ -60,8 +63,33 @@ class Decision(nn.Module):
     def grouped(self) -> bool:
         return self.theta.dim() == 2
 
+    def restrict(self, allowed: Tensor) -> None:
+        """Allow only some options (a bool tensor shaped like theta), e.g. one of several
+        options that build the same operator: a disallowed option gets no probability, so
+        duplicates do not split it between them."""
+        allowed = torch.as_tensor(allowed, dtype=torch.bool)
+        if allowed.shape != self.theta.shape or not bool(allowed.any(dim=-1).all()):
+            raise ValueError(f"allowed must have shape {tuple(self.theta.shape)} and allow "
+                             f"at least one option per choice")
+        self.offset = torch.where(allowed, 0.0, _MASKED).to(self.theta.device)
+
+    def allowed(self) -> Tensor:
+        return self.offset == 0
+
+    def logits(self) -> Tensor:
+        """theta with disallowed options pushed to zero probability."""
+        return self.theta + self.offset
+
     def probabilities(self) -> Tensor:
-        return torch.softmax(self.theta.detach(), dim=-1)
+        return torch.softmax(self.logits().detach(), dim=-1)
+
+    def entropy(self) -> Tensor:
+        """Entropy of softmax(theta) per choice over its allowed options, divided by the
+        uniform distribution's: 1 means the search has not moved this choice at all."""
+        p = self.probabilities()
+        n = self.allowed().sum(dim=-1).double()
+        h = -(p.double() * torch.log(p.double().clamp_min(1e-30))).sum(dim=-1)
+        return torch.where(n > 1, h / torch.log(n.clamp_min(2)), torch.zeros_like(h))
 
     def mix_weights(self, batch_size: int) -> Tensor:
         """Mixing weights of shape (batch, [groups,] n_options) under the current mode.
@@ -71,9 +99,11 @@ class Decision(nn.Module):
         """
         state = self._state
         if state.mode == "soft":
-            weights = soft_sample(self.theta, batch_size, state.temperature, state.generator)
+            weights = soft_sample(self.logits(), batch_size, state.temperature,
+                                  state.generator)
         elif state.mode == "expected":
-            weights = torch.softmax(self.theta, dim=-1).expand(batch_size, *self.theta.shape)
+            weights = torch.softmax(self.logits(), dim=-1).expand(batch_size,
+                                                                  *self.theta.shape)
         else:
             if self._fixed is None:
                 raise RuntimeError("fixed sampling mode without a fixed choice")
@@ -147,10 +177,30 @@ class SuperNet(nn.Module):
         """Hard-sample every decision: a draw from softmax(theta), or its argmax."""
         picks = {}
         for name, decision in self.decisions().items():
-            chosen = most_likely(decision.theta) if argmax else hard_sample(decision.theta,
-                                                                              generator)
+            logits = decision.logits()
+            chosen = most_likely(logits) if argmax else hard_sample(logits, generator)
             picks[name] = chosen.tolist()
         return picks
+
+    def uniform_choices(self, generator: torch.Generator) -> dict[str, Any]:
+        """A draw with every allowed option equally likely: the random-search baseline,
+        independent of what theta has learnt."""
+        picks = {}
+        for name, decision in self.decisions().items():
+            picks[name] = hard_sample(torch.where(decision.allowed(), 0.0, _MASKED),
+                                      generator).tolist()
+        return picks
+
+    def reference_choices(self) -> dict[str, Any] | None:
+        """The choices of the hand-sized model this space is built around (e.g. every
+        embedding at the default width), trained as a baseline in every report; None when
+        the space has none."""
+        return None
+
+    def entropies(self) -> dict[str, list[float]]:
+        """Normalised entropy of each choice (see :meth:`Decision.entropy`), per decision."""
+        return {name: [float(v) for v in d.entropy().reshape(-1)]
+                for name, d in self.decisions().items()}
 
     def decode(self, choices: Mapping[str, Any]) -> dict[str, Any]:
         """Turn raw decision choices into the spec the sampled module is built from."""

@@ -22,6 +22,10 @@ class Task(Protocol):
 
     def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]: ...
 
+    # Optional (the core checks with getattr): ``constant_outputs(train_targets, n)`` gives
+    # the outputs of the constant predictor for ``n`` rows, the baseline of every report
+    # and the line below which a trained model counts as diverged.
+
 
 class BinaryClassification:
     """Outputs are click probabilities (after a sigmoid); metrics are the paper's.
@@ -45,6 +49,11 @@ class BinaryClassification:
         y = targets.reshape(-1).to(p.dtype)
         return -(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean()
 
+    def constant_outputs(self, train_targets: Tensor, n: int) -> Tensor:
+        """The training click rate for every row (before the downsampling correction,
+        which :meth:`metrics` applies to it as to any model's outputs)."""
+        return torch.full((n,), float(train_targets.double().mean()))
+
     def corrected(self, probs: Tensor) -> Tensor:
         if self.negative_rate is None or self.negative_rate == 1:
             return probs
@@ -61,6 +70,11 @@ class MulticlassClassification:
     """Outputs are logits over classes; targets are class indices."""
 
     primary = "loss"
+
+    def constant_outputs(self, train_targets: Tensor, n: int) -> Tensor:
+        """Log class frequencies of the training targets, for every row."""
+        counts = torch.bincount(train_targets.long().reshape(-1)).double() + 1e-3
+        return torch.log(counts / counts.sum()).float().expand(n, -1)
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return nn.functional.cross_entropy(outputs, targets)

@@ -14,6 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dnas_core.config.settings import TrainSettings
+from dnas_core.engine.baseline import training_rows
+from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
 from dnas_core.engine.search import NonFiniteLoss, sparse_groups
@@ -50,25 +52,27 @@ class TrainOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
     best_state: dict[str, Any] = field(default_factory=dict)
-
-
-def train_rows(data: DataBundle) -> np.ndarray:
-    """Sampled architectures train on the whole training part: weights and arch rows."""
-    return np.concatenate([data.splits["weights"], data.splits["arch"]])
+    batch_size: int = 0
+    params: int = 0  # set by the caller, which built the model
 
 
 def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: TrainSettings, *,
                   seed: int, device: torch.device, logger: RunLogger | None = None,
                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                   progress: bool = True) -> TrainOutcome:
-    """Train for ``settings.epochs``, validating after each; keep the best epoch.
+    """Train for ``settings.epochs`` (fewer with ``patience``), validating after each; keep
+    the best epoch.
 
     ``on_epoch(epoch, val_metrics)`` lets a caller report intermediate values (Optuna
     pruning) and stop the trial by raising.
     """
     logger = logger or RunLogger(None)
     model = model.to(device)
-    train = BatchSource(data.table, train_rows(data), settings.batch_size, seed, "train")
+    rows = training_rows(data)
+    budget = settings.batch_budget
+    batch_size = resolve_batch_size(settings.batch_size, len(rows), budget.steps_per_epoch,
+                                    budget.min_batch_size, budget.max_batch_size)
+    train = BatchSource(data.table, rows, batch_size, seed, "train")
     val = BatchSource(data.table, data.splits["val"], settings.eval_batch_size, seed, "val",
                       shuffle=False)
     optimizer = OptimizerSet(settings.optimizer, param_groups(model), sparse_groups(model),
@@ -105,7 +109,10 @@ def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: Trai
                                    best_state=copy.deepcopy(model.state_dict()))
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+        if settings.patience is not None and epoch - outcome.best_epoch >= settings.patience:
+            break
     assert outcome is not None
     outcome.history = history
+    outcome.batch_size = batch_size
     outcome.train_seconds = time.perf_counter() - started
     return outcome

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
@@ -93,6 +93,9 @@ class Experiment:
     architectures: Stage = field(default_factory=Stage)
     trial_timeout: float | None = None
     max_oom_retries: int = 2
+    #: ``random``: train the space's reference model and random architectures at the
+    #: search's compute next to the searched ones; ``none``: the searched ones only
+    baseline: Literal["random", "none"] = "random"
 
     data_path: str | None = None
 

@@ -15,6 +15,7 @@ a dead worker left RUNNING.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from dnas_core.engine.architecture import Architecture
+from dnas_core.runner.comparison import Entry, Verdict, as_json, compare_space, random_mean
 from dnas_core.runner.jobs import Job, Outcome
 from dnas_core.runner.pool import TrialPool
 from dnas_core.runner.report import write_report
@@ -88,16 +90,69 @@ class Coordinator:
         """Store a finished trial's result: files first, then the study (idempotent)."""
         study = self.studies.studies[name]
         if name == SUPERNETS:
+            key = trial.user_attrs["key"]
             for data in result["architectures"]:
                 Architecture.from_dict(data).save(self.run_dir / "architectures")
             units = self.run_dir / "units.json"
             units.write_text(json.dumps(result["units"], sort_keys=True))
-            self.studies.enqueue_architectures(trial.user_attrs["key"], result["architectures"])
+            study.set_user_attr(f"supernet:{key}", {
+                k: result.get(k) for k in ("supernet_val", "search_seconds", "entropies",
+                                           "constant")} | {"trial": trial.number})
+            self.studies.enqueue_architectures(key, result["architectures"])
+            if self.studies.experiment.baseline == "random":
+                self._queue_baselines(key, result)
         else:
             study.set_user_attr(f"row:{trial.number}", result["row"])
             with (self.run_dir / "results.jsonl").open("a") as handle:
                 handle.write(json.dumps(result["row"], sort_keys=True) + "\n")
-        study.tell(trial.number, result["value"])
+        if result["value"] is None:  # diverged: kept as a row, never as a value to rank
+            self.studies.storage.set_trial_user_attr(trial._trial_id, "final", True)
+            self.studies.storage.set_trial_user_attr(trial._trial_id, "error", "diverged")
+            study.tell(trial.number, state=TrialState.FAIL)
+        else:
+            study.tell(trial.number, result["value"])
+
+    def _queue_baselines(self, key: str, result: dict[str, Any]) -> None:
+        """The reference model and as many random architectures as the search sampled;
+        :meth:`_top_up_random` adds those the supernet's training time would buy."""
+        pool = result.get("random_pool") or []
+        n_random = min(len(pool), len(result["architectures"]))
+        first = ([result["reference"]] if result.get("reference") else []) + pool[:n_random]
+        for data in first:
+            Architecture.from_dict(data).save(self.run_dir / "architectures")
+        self.studies.studies[SUPERNETS].set_user_attr(f"random:{key}", {
+            "pool": pool, "n_search": n_random, "extra": None,
+            "search_seconds": result.get("search_seconds", 0.0)})
+        self.studies.enqueue_architectures(key, first)
+
+    def _top_up_random(self) -> None:
+        """Once a supernet's first architectures are all trained, queue the random ones its
+        training time would have bought: search seconds / mean seconds of one random
+        architecture (over its training grid)."""
+        supernets = self.studies.studies[SUPERNETS]
+        pending = {k.removeprefix("random:"): v for k, v in supernets.user_attrs.items()
+                   if k.startswith("random:") and v["extra"] is None}
+        if not pending:
+            return
+        trials = self.studies.trials(ARCHITECTURES)
+        rows = self.studies.studies[ARCHITECTURES].user_attrs
+        grid = max(1, self.studies.experiment.architectures.trial_count())
+        for key, info in pending.items():
+            mine = [t for t in trials if t.user_attrs.get("supernet") == key]
+            if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in mine):
+                continue
+            seconds = [rows[f"row:{t.number}"]["train_seconds"] for t in mine
+                       if t.user_attrs.get("role") == "random" and f"row:{t.number}" in rows
+                       and rows[f"row:{t.number}"].get("status") == "ok"]
+            per_arch = statistics.fmean(seconds) * grid if seconds else 0.0
+            wanted = round(info["search_seconds"] / per_arch) if per_arch > 0 else 0
+            extra = min(wanted, len(info["pool"]) - info["n_search"])
+            chosen = info["pool"][info["n_search"]:info["n_search"] + extra]
+            for data in chosen:
+                Architecture.from_dict(data).save(self.run_dir / "architectures")
+            supernets.set_user_attr(f"random:{key}", {**info, "extra": extra,
+                                                       "extra_wanted": wanted})
+            self.studies.enqueue_architectures(key, chosen)
 
     def on_done(self, outcome: Outcome) -> None:
         name, trial = self.running.pop(outcome.job.key)
@@ -113,6 +168,8 @@ class Coordinator:
             storage.set_trial_user_attr(trial._trial_id, "error",
                                         f"{outcome.status}: {outcome.message}"[-2000:])
             study.tell(trial.number, state=TrialState.FAIL)
+        if name == ARCHITECTURES:
+            self._top_up_random()
 
     def recover(self) -> None:
         """Finish what a dead worker left RUNNING: record a written result, else rerun."""
@@ -134,6 +191,7 @@ class Coordinator:
                          max_oom_retries=self.pool_settings.max_oom_retries)
         while True:
             self.recover()
+            self._top_up_random()
             pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.heartbeat)
             if not self.unfinished():
                 return
@@ -143,30 +201,54 @@ class Coordinator:
     # ----- report --------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         """Write results.jsonl (from the storage, the source of truth), report.md and
-        summary.json."""
+        summary.json. Only the searched architectures that trained are ranked; the
+        baselines are compared with them, the diverged ones listed apart."""
         store = self.studies.studies[ARCHITECTURES].user_attrs
-        rows = [store[f"row:{t.number}"]
-                for t in self.studies.trials(ARCHITECTURES, [TrialState.COMPLETE])]
+        all_rows = [store[f"row:{t.number}"] for t in self.studies.trials(ARCHITECTURES)
+                    if f"row:{t.number}" in store]
+        ok = [r for r in all_rows if r.get("status", "ok") == "ok"]
+        rows = [r for r in ok if r.get("role", "search") == "search"]
+        diverged = [r for r in all_rows if r.get("status") == "diverged"]
         if not rows:
-            raise RuntimeError(f"no architecture finished training; see the trial logs under "
+            raise RuntimeError(f"no searched architecture finished training "
+                               f"({len(diverged)} diverged); see the trial logs under "
                                f"{self.run_dir / 'trials'}")
         results = self.run_dir / "results.jsonl"
         tmp = results.with_name("results.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
         tmp.replace(results)
         units_path = self.run_dir / "units.json"
         units = json.loads(units_path.read_text()) if units_path.exists() else {}
         primary = rows[0]["primary_metric"]
+        metric = primary.removeprefix("val_")
+        supernets = {k.removeprefix("supernet:"): v for k, v in
+                     self.studies.studies[SUPERNETS].user_attrs.items()
+                     if k.startswith("supernet:")}
+        comparisons: dict[str, tuple[list[Entry], list[Verdict], float | None]] = {}
+        for space in sorted({r["search_space"] for r in rows}):
+            mine = [r for r in ok if r["search_space"] == space]
+            keys = {r.get("supernet") for r in mine}
+            entries, verdicts = compare_space(
+                mine, [v for k, v in supernets.items() if k in keys], metric)
+            comparisons[space] = (entries, verdicts, random_mean(mine, metric))
+        entropies = {f"trial {v['trial']}": v["entropies"] for v in supernets.values()
+                     if v.get("entropies")}
         heatmaps = sorted(self.run_dir.glob("trials/supernet-*/heatmaps/*.png"))
         write_report(self.run_dir, f"dnas experiment: {self.studies.experiment.plugin}", rows,
-                     primary, units, heatmaps)
+                     primary, units, heatmaps, comparisons=comparisons, entropies=entropies,
+                     diverged=diverged)
         best = min(rows, key=lambda r: r[primary])
-        failed = (self.studies.trials(ARCHITECTURES, [TrialState.FAIL])
-                  + self.studies.trials(SUPERNETS, [TrialState.FAIL]))
+        failed = [t for name in (ARCHITECTURES, SUPERNETS)
+                  for t in self.studies.trials(name, [TrialState.FAIL])
+                  if t.user_attrs.get("final") and t.user_attrs.get("error") != "diverged"]
         summary = {"best_arch_id": best["arch_id"], "primary_metric": primary,
                    primary: best[primary], "cost": best["cost"],
                    "trained_architectures": len(rows),
-                   "failed_trials": sum(1 for t in failed if t.user_attrs.get("final"))}
+                   "baseline_architectures": len(ok) - len(rows),
+                   "diverged_architectures": len(diverged),
+                   "failed_trials": len(failed),
+                   "baselines": {space: as_json(e, v) for space, (e, v, _) in
+                                 comparisons.items()}}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         return summary
 

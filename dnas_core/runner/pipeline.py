@@ -8,7 +8,9 @@ supernet search rerun there continues from its checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ from dnas_core.config.runspec import RunSpec, check_same_run
 from dnas_core.config.validate import ConfigError
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.baseline import constant_metrics
 from dnas_core.engine.cost import CombinedCost, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle
-from dnas_core.engine.search import SearchManager
+from dnas_core.engine.optim import scale_lrs
+from dnas_core.engine.search import NonFiniteLoss, SearchManager
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger, save_heatmap
@@ -86,25 +90,82 @@ class SearchOutcome:
     architectures: list[Architecture]
     val_metrics: dict[str, float]  # the supernet's, with softmax(theta) as mixing weights
     units: dict[str, str]  # cost name -> unit; "cost" is the unit of the loss's cost
+    search_seconds: float = 0.0
+    entropies: dict[str, list[float]] | None = None  # normalised, per decision and choice
+    reference: Architecture | None = None  # the space's hand-sized model
+    random_pool: list[Architecture] | None = None  # uniform draws, in the order to train
+    constant: dict[str, dict[str, float]] | None = None  # split -> constant predictor
+
+
+#: uniform draws kept for the random-search baseline, per architecture the search samples
+RANDOM_POOL_FACTOR = 4
+
+
+def _architecture(spec: RunSpec, supernet: SuperNet, choices: dict[str, Any],
+                  models: dict[str, CostModel], source: dict[str, Any]) -> Architecture:
+    arch = Architecture(spec.domain.name, spec.space, choices, supernet.decode(choices),
+                        source=source)
+    return replace(arch, costs={n: m.of(arch) for n, m in models.items()})
+
+
+def baselines(spec: RunSpec, supernet: SuperNet, models: dict[str, CostModel]
+              ) -> tuple[Architecture | None, list[Architecture]]:
+    """The space's reference model and a pool of distinct uniform draws from the space,
+    seeded: the random-search baseline trains a prefix of the pool."""
+    reference_choices = supernet.reference_choices()
+    reference = None if reference_choices is None else _architecture(
+        spec, supernet, reference_choices, models, {"role": "reference"})
+    wanted = RANDOM_POOL_FACTOR * sum(spec.settings.search.arch_sampling.values()) + 8
+    generator = torch.Generator().manual_seed(spec.settings.seed + 104_729)
+    pool: dict[str, Architecture] = {}
+    for _ in range(wanted * 4):
+        arch = _architecture(spec, supernet, supernet.uniform_choices(generator), models,
+                             {"role": "random", "seed": spec.settings.seed})
+        pool.setdefault(arch.arch_id, arch)
+        if len(pool) == wanted:
+            break
+    return reference, list(pool.values())
 
 
 def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                progress: bool = True) -> SearchOutcome:
-    """Train the supernet (resuming if a checkpoint exists) and save its architectures."""
+    """Train the supernet (resuming if a checkpoint exists) and save its architectures,
+    with the baselines every report compares them to."""
     torch.manual_seed(spec.settings.seed)
     supernet = _required(registry.hook.dnas_make_supernet(
         domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info),
         "dnas_make_supernet", spec)
     models = cost_models(registry, spec, built.data.info, supernet)
+    reference, random_pool = baselines(spec, supernet, models)
+    initial = copy.deepcopy(supernet.state_dict())
     logger = RunLogger(run_dir / "tensorboard" / "search")
+    divergence = spec.settings.train.divergence
     try:
-        manager = SearchManager(supernet, built.data, built.task, loss_cost(spec, models),
-                                models, spec.settings.search, domain=spec.domain.name,
-                                space=spec.space, seed=spec.settings.seed, device=spec.device(),
-                                run_dir=run_dir, logger=logger, progress=progress)
-        architectures = manager.run()
+        for attempt in range(divergence.retries + 1):
+            settings = spec.settings.search
+            settings = replace(settings, weights_optimizer=scale_lrs(
+                settings.weights_optimizer, divergence.lr_factor ** attempt))
+            manager = SearchManager(supernet, built.data, built.task, loss_cost(spec, models),
+                                    models, settings, domain=spec.domain.name,
+                                    space=spec.space, seed=spec.settings.seed,
+                                    device=spec.device(), run_dir=run_dir, logger=logger,
+                                    progress=progress)
+            try:
+                architectures = manager.run()
+                break
+            except NonFiniteLoss as exc:
+                if attempt == divergence.retries:
+                    raise NonFiniteLoss(f"the supernet diverged {attempt + 1} times, the last "
+                                        f"at weights LR x{divergence.lr_factor ** attempt:g}: "
+                                        f"{exc}") from exc
+                print(f"supernet diverged ({exc}); restarting at weights LR "
+                      f"x{divergence.lr_factor ** (attempt + 1):g}", file=sys.stderr,
+                      flush=True)
+                manager.checkpoint_path.unlink(missing_ok=True)
+                supernet.load_state_dict(initial)
     finally:
         logger.close()
+    seconds = manager.seconds
     for arch in architectures:
         arch.save(run_dir / "architectures")
     for name, (matrix, rows, cols) in supernet.heatmaps().items():
@@ -115,32 +176,86 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     supernet.sample_expected()
     val = BatchSource(built.data.table, built.data.splits["val"],
                       spec.settings.train.eval_batch_size, spec.settings.seed, "val", shuffle=False)
-    return SearchOutcome(architectures, evaluate(supernet, val, built.task, spec.device()), units)
+    constant = {split: metrics for split in ("val", "test")
+                if (metrics := constant_metrics(built.task, built.data, split,
+                                                spec.settings.seed)) is not None}
+    return SearchOutcome(architectures, evaluate(supernet, val, built.task, spec.device()), units,
+                         search_seconds=round(seconds, 3), entropies=supernet.entropies(),
+                         reference=reference, random_pool=random_pool,
+                         constant=constant or None)
+
+
+def _attempts(spec: RunSpec, built: Built, train: Any) -> Any:
+    """Train with the configured LRs, then (while the result diverged) with smaller ones.
+
+    Yields ``(lr_scale, outcome or None, reason or None)`` per attempt; the caller stops
+    at the first attempt without a reason.
+    """
+    divergence = spec.settings.train.divergence
+    constant = constant_metrics(built.task, built.data, "val", spec.settings.seed)
+    primary = built.task.primary
+    limit = None if constant is None else constant[primary] + divergence.margin
+    for attempt in range(divergence.retries + 1):
+        factor = divergence.lr_factor ** attempt
+        try:
+            outcome = train(replace(spec.settings.train,
+                                    optimizer=scale_lrs(spec.settings.train.optimizer, factor)))
+        except NonFiniteLoss as exc:
+            yield factor, None, str(exc)
+            continue
+        value = outcome.best_metrics[primary]
+        if limit is not None and value > limit:
+            yield factor, outcome, (f"best validation {primary} {value:.4f} is worse than the "
+                                    f"constant predictor's {limit:.4f}")
+            continue
+        yield factor, outcome, None
+        return
 
 
 def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run_dir: Path,
                        built: Built, progress: bool = True,
                        on_epoch: Any = None) -> dict[str, Any]:
-    """Train one sampled architecture and return its result row (validation metrics)."""
-    torch.manual_seed(spec.settings.seed)
-    model = _required(registry.hook.dnas_make_sampled(
-        domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
-        data_info=built.data.info), "dnas_make_sampled", spec)
+    """Train one sampled architecture and return its result row (validation metrics).
+
+    A diverged training is retried at smaller learning rates (``train.divergence``); if
+    every attempt diverged the row says ``status: diverged`` and holds no metrics to rank.
+    """
     logger = RunLogger(run_dir / "tensorboard" / "train" / arch.arch_id)
+
+    def train(settings: Any) -> Any:
+        torch.manual_seed(spec.settings.seed)
+        model = _required(registry.hook.dnas_make_sampled(
+            domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
+            data_info=built.data.info), "dnas_make_sampled", spec)
+        result = train_sampled(model, built.data, built.task, settings,
+                               seed=spec.settings.seed, device=spec.device(), logger=logger,
+                               on_epoch=on_epoch, progress=progress)
+        result.params = count_parameters(model)
+        return result
+
+    failed: list[dict[str, Any]] = []
+    outcome, scale = None, 1.0
     try:
-        outcome = train_sampled(model, built.data, built.task, spec.settings.train,
-                                seed=spec.settings.seed, device=spec.device(), logger=logger,
-                                on_epoch=on_epoch, progress=progress)
+        for attempt in _attempts(spec, built, train):
+            scale, outcome, reason = attempt
+            if reason is None:
+                break
+            failed.append({"lr_scale": scale, "reason": reason})
     finally:
         logger.close()
-    checkpoint.save(outcome.best_state, run_dir / "checkpoints" / f"{arch.arch_id}.pt")
     terms = spec.cost_terms()
     cost = (arch.costs[next(iter(terms))] if len(terms) == 1
             else sum(w * arch.costs[n] for n, w in terms.items()))
-    return {"arch_id": arch.arch_id, "search_space": arch.space,
-            **{f"val_{k}": v for k, v in outcome.best_metrics.items()},
-            "cost": cost, "costs": arch.costs, "params": count_parameters(model),
-            "primary_metric": f"val_{built.task.primary}",
+    row: dict[str, Any] = {"arch_id": arch.arch_id, "search_space": arch.space,
+                           "role": arch.source.get("role", "search"), "cost": cost,
+                           "costs": arch.costs, "primary_metric": f"val_{built.task.primary}",
+                           "failed_attempts": failed}
+    if len(failed) > spec.settings.train.divergence.retries:
+        return {**row, "status": "diverged", "params": None}
+    assert outcome is not None
+    checkpoint.save(outcome.best_state, run_dir / "checkpoints" / f"{arch.arch_id}.pt")
+    return {**row, "status": "ok", **{f"val_{k}": v for k, v in outcome.best_metrics.items()},
+            "params": outcome.params, "lr_scale": scale, "batch_size": outcome.batch_size,
             "train_seconds": round(outcome.train_seconds, 3), "best_epoch": outcome.best_epoch,
             "history": outcome.history}
 

@@ -1,4 +1,8 @@
-"""The experiment report: the paper's Tables III-VI, a Pareto plot and the heatmaps.
+"""The experiment report: the baselines, the paper's Tables III-VI, a Pareto plot and the
+heatmaps.
+
+The first table answers whether the search beat the baselines a user would run first
+(:mod:`dnas_core.runner.comparison`); then how far theta moved from uniform.
 
 Statistics are over each trained architecture's best validation epoch, as in the paper.
 The test set is shown only for the two architectures Table VI selects per search space:
@@ -16,6 +20,8 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from dnas_core.runner.comparison import Entry, Verdict
 
 
 def _fmt(value: Any) -> str:
@@ -72,11 +78,80 @@ def _stats(values: Sequence[float]) -> list[float]:
     return [min(values), statistics.fmean(values), statistics.median(values), max(values)]
 
 
+def _sign(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def comparison_lines(space: str, entries: Sequence[Entry], verdicts: Sequence[Verdict],
+                     metric: str, units: dict[str, str], random_mean: float | None) -> list[str]:
+    """The first table: each baseline, the search's best, and whether the search won."""
+    by_model = {v.baseline: v for v in verdicts}
+    header = ["model", "arch_id", f"val {metric}", f"test {metric} (± SE)", "test auc",
+              f"search better by (test {metric})", "beyond noise (2 SE)", "params",
+              f"cost ({units.get('cost', '?')})", "compute (s)"]
+    body = []
+    for e in entries:
+        v = by_model.get(e.model)
+        test = "-" if e.test is None else (f"{e.test:.4f}" if e.test_se is None
+                                           else f"{e.test:.4f} ± {e.test_se:.4f}")
+        noise = "-" if v is None or v.beyond_noise is None else \
+            ("yes" if v.beyond_noise else f"no (noise {v.noise:.4f})")
+        label = e.model if e.count == 1 else f"{e.model} of {e.count}"
+        body.append([label, e.arch_id or "-", e.val, test, e.test_auc,
+                     _sign(v.margin) if v else "-", noise, e.params, e.cost, e.seconds])
+    lines = [f"## Did the search beat the baselines? ({space})", ""]
+    lines += _table(header, body) + [""]
+    lost = [v.baseline for v in verdicts if v.beats is False]
+    if lost:
+        lines += [f"**The search's best architecture is worse on test {metric} than: "
+                  f"{', '.join(lost)}.** Assess the space (random search) and the training "
+                  f"settings before trusting this search.", ""]
+    elif verdicts:
+        lines += [f"The search's best architecture beats every baseline on test {metric}.",
+                  ""]
+    if random_mean is not None:
+        lines += [f"Mean test {metric} of the random architectures: {random_mean:.4f}.", ""]
+    return lines
+
+
+def entropy_lines(entropies: dict[str, dict[str, list[float]]]) -> list[str]:
+    """How far each supernet's theta moved from uniform: a flat search is visible here."""
+    lines = ["## How far the search moved from uniform", "",
+             "Entropy of softmax(theta) divided by the uniform distribution's, per decision "
+             "(1.0: theta never moved; 0: one option certain).", ""]
+    body = []
+    for trial, per_decision in sorted(entropies.items()):
+        for name, values in sorted(per_decision.items()):
+            if values:
+                body.append([trial, name, len(values), statistics.fmean(values), min(values)])
+    return lines + _table(["supernet", "decision", "choices", "mean entropy", "min entropy"],
+                          body) + [""]
+
+
+def diverged_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ["## Diverged architectures (not ranked)", "",
+             f"{len(rows)} architectures diverged on every attempt (each retried at smaller "
+             f"learning rates); they are in no table above and on no plot.", ""]
+    body = [[r["arch_id"], r.get("role", "search"),
+             "; ".join(f"LR x{a['lr_scale']:g}: {a['reason']}" for a in r["failed_attempts"])]
+            for r in rows]
+    return lines + _table(["arch_id", "role", "attempts"], body) + [""]
+
+
 def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], primary: str,
-                 units: dict[str, str], heatmaps: Sequence[Path]) -> Path:
-    """Write ``report.md`` (and ``pareto.png``) into the run directory."""
+                 units: dict[str, str], heatmaps: Sequence[Path], *,
+                 comparisons: dict[str, tuple[list[Entry], list[Verdict], float | None]]
+                 | None = None,
+                 entropies: dict[str, dict[str, list[float]]] | None = None,
+                 diverged: Sequence[dict[str, Any]] = ()) -> Path:
+    """Write ``report.md`` (and ``pareto.png``) into the run directory: the baselines
+    first, then the searched architectures (``rows``, the only ones ranked and plotted)."""
     metric = primary.removeprefix("val_")
     lines = [f"# {title}", "", f"{len(rows)} trained architectures; ranked by {primary}.", ""]
+    for space, (entries, verdicts, mean) in sorted((comparisons or {}).items()):
+        lines += comparison_lines(space, entries, verdicts, metric, units, mean)
+    if entropies:
+        lines += entropy_lines(entropies)
     by_space: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_space[row["search_space"]].append(row)
@@ -124,6 +199,9 @@ def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], prim
             + [r.get("params"), r.get("train_seconds")]
             for r in sorted(rows, key=lambda r: r[primary])]
     lines += _table(header, body) + [""]
+
+    if diverged:
+        lines += diverged_lines(diverged)
 
     if heatmaps:
         lines += ["## Architecture distributions (softmax of theta)", ""]

@@ -121,13 +121,19 @@ class Studies:
             if key in taken:
                 continue
             # the architecture is an attribute, not a parameter: each one has its own id
-            params = {k: v for k, v in point.items() if k not in ("_repeat", "arch")}
+            params = {k: v for k, v in point.items() if k not in ("_repeat", "arch", "role")}
             self.studies[name].enqueue_trial(params, user_attrs={**attrs, "key": key})
 
     def enqueue_architectures(self, supernet_key: str, architectures: list[dict[str, Any]]) -> None:
+        """Queue each architecture x the training grid. A baseline architecture (its
+        ``source.role`` is ``reference`` or ``random``) is its own trial even when the
+        search drew the same one."""
         for arch in architectures:
-            self._enqueue_stage(ARCHITECTURES, {"arch": arch["arch_id"]},
-                                {"kind": "arch", "supernet": supernet_key,
+            role = arch.get("source", {}).get("role", "search")
+            fixed = {"arch": arch["arch_id"]} if role == "search" else \
+                {"arch": arch["arch_id"], "role": role}
+            self._enqueue_stage(ARCHITECTURES, fixed,
+                                {"kind": "arch", "supernet": supernet_key, "role": role,
                                  "arch_id": arch["arch_id"], "arch_json": json.dumps(arch)})
 
     # ----- claiming ------------------------------------------------------------------------

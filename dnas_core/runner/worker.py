@@ -75,7 +75,11 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
         primary = built.task.primary
         return {"value": outcome.val_metrics[primary],
                 "supernet_val": outcome.val_metrics, "units": outcome.units,
-                "architectures": [a.to_dict() for a in outcome.architectures]}
+                "architectures": [a.to_dict() for a in outcome.architectures],
+                "search_seconds": outcome.search_seconds, "entropies": outcome.entropies,
+                "constant": outcome.constant,
+                "reference": outcome.reference.to_dict() if outcome.reference else None,
+                "random_pool": [a.to_dict() for a in outcome.random_pool or []]}
 
     arch = Architecture.from_dict(json.loads(frozen.user_attrs["arch_json"]))
     trial = optuna.Trial(study, frozen._trial_id)
@@ -87,11 +91,14 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
 
     row = train_architecture(registry, spec, arch, directory, built, progress=False,
                              on_epoch=report)
-    row.update({f"test_{k}": v for k, v in
-                test_architecture(registry, spec, arch, directory, built).items()})
+    if row["status"] == "ok":
+        row.update({f"test_{k}": v for k, v in
+                    test_architecture(registry, spec, arch, directory, built).items()})
     row.update({"trial": frozen.number, "supernet": frozen.user_attrs.get("supernet"),
                 "hyperparameters": studies.params(frozen)})
-    return {"value": row[f"val_{built.task.primary}"], "row": row}
+    # a diverged architecture has no value: the study records it as failed, the report
+    # lists it under its own heading
+    return {"value": row.get(f"val_{built.task.primary}"), "row": row}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,12 +32,13 @@ def dnas_register_domains(register: Any) -> None:
 def dnas_make_data(domain: str, settings: DlrmSettings, seed: int) -> DataBundle | None:
     if domain != NAME:
         return None
-    from dnas_dlrm.data import NUM_DENSE, CriteoArrays, generate
+    from dnas_dlrm.data import NUM_DENSE, CriteoArrays, generate, generate_realistic
 
     if settings.data.path:
         table = CriteoArrays.open(settings.data.path)
     else:
-        table = CriteoArrays.from_synthetic(generate(settings.data.synthetic_rows, seed=seed))
+        make = generate_realistic if settings.data.synthetic == "realistic" else generate
+        table = CriteoArrays.from_synthetic(make(settings.data.synthetic_rows, seed=seed))
     info = {"cardinalities": list(table.cardinalities), "n_dense": NUM_DENSE,
             "negative_rate": table.negative_rate}
     return DataBundle(table, table.splits(), info)

@@ -10,10 +10,15 @@ Part = Literal["bottom_mlp", "top_mlp", "emb_dim", "emb_card"]
 
 @dataclass
 class DataSettings:
-    """Where rows come from: a directory made by ``dnas dlrm prepare``, or synthetic rows."""
+    """Where rows come from: a directory made by ``dnas dlrm prepare``, or synthetic rows.
+
+    ``synthetic`` picks the generator: ``planted`` (known answers, for tests and demos) or
+    ``realistic`` (the difficulty of real click logs, for judging training defaults).
+    """
 
     path: str | None = None
     synthetic_rows: int = 100_000
+    synthetic: Literal["planted", "realistic"] = "planted"
 
     def __post_init__(self) -> None:
         if self.synthetic_rows < 1000:

@@ -7,6 +7,7 @@ from .criteo import BadLine, BadLineError, parse_chunk
 from .dataset import CriteoArrays
 from .manifest import MISSING_ROW, UNKNOWN_ROW, Manifest, ManifestError
 from .prepare import PrepareError, PrepareOptions, prepare
+from .realistic import RealisticConfig, generate_realistic, write_realistic_tsv
 from .schema import (
                      COLUMN_NAMES,
                      DENSE_NAMES,
@@ -33,5 +34,6 @@ __all__ = [
     "NUM_SPARSE", "PlantedStructure", "PrepareError", "PrepareOptions", "SPARSE_NAMES",
     "SPLIT_NAMES", "SyntheticConfig", "SyntheticData", "SyntheticModel", "UNKNOWN_ROW",
     "correct_downsampled", "dense_transform", "generate", "make_splits", "parse_chunk",
-    "prepare", "synthetic_cardinalities", "write_tsv",
+    "prepare", "synthetic_cardinalities", "write_tsv", "RealisticConfig",
+    "generate_realistic", "write_realistic_tsv",
 ]

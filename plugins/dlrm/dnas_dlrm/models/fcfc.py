@@ -140,6 +140,25 @@ class FcOfFc(SuperNet):
         hidden.append(self.sizes[node])  # layer 1: the FC from the input
         return [self.n_in, *reversed(hidden), self.n_out]
 
+    def choices_for(self, hidden: Sequence[int]) -> dict[str, Any] | None:
+        """Raw choices whose :meth:`layers` are ``[n_in, *hidden, n_out]``, or None when the
+        space cannot express them (a size not offered, or too many layers). Node layers
+        above the MLP's depth are skips; choices off the path are the first option."""
+        k = len(self.sizes)
+        if self.n_node_layers == 0 or not hidden or len(hidden) > self.n_node_layers \
+                or any(h not in self.sizes for h in hidden):
+            return None if hidden or self.n_node_layers else {}
+        nodes = [self.sizes.index(h) for h in hidden]  # node of each hidden layer, bottom up
+        choices: dict[str, Any] = {"output": nodes[-1]}
+        for layer in range(2, self.n_node_layers + 1):
+            row = [0] * k
+            if layer <= len(nodes):
+                row[nodes[layer - 1]] = nodes[layer - 2]
+            else:
+                row[nodes[-1]] = k  # skip: the MLP ended below this layer
+            choices[f"layer{layer}"] = row
+        return choices
+
     def decode(self, choices: Mapping[str, Any]) -> dict[str, Any]:
         return {"layers": self.layers(choices)}
 

@@ -86,6 +86,10 @@ class DlrmSuperNet(SuperNet):
             self.emb_card = Decision(len(settings.emb_card_options), groups=self.n_sparse,
                                      labels=[f"{f:g}" for f in settings.emb_card_options],
                                      group_labels=labels)
+            # fractions that give a feature the same table size are one option, not several
+            self.emb_card.restrict(torch.tensor(
+                [[size not in sizes[:i] for i, size in enumerate(sizes)]
+                 for sizes in self.row_options]))
         else:
             tables = FusedEmbedding(self.rows, self.width, sparse)
             self.row_options = [[r] for r in self.rows]
@@ -143,6 +147,29 @@ class DlrmSuperNet(SuperNet):
         return {"embeddings": tables, "dense": dense}
 
     # ----- architectures ----------------------------------------------------------------------
+    def reference_choices(self) -> dict[str, Any] | None:
+        """The hand-sized DLRM the space is built around: every embedding at
+        ``embedding_dim`` (the nearest option), full tables, the fixed MLP shapes (None when
+        an MLP space cannot express them)."""
+        choices: dict[str, Any] = {}
+        if "emb_dim" in self.searched:
+            target = self.settings.embedding_dim
+            best = min(range(len(self.dim_options)),
+                       key=lambda i: (abs(self.dim_options[i] - target), i))
+            choices["emb_dim"] = [best] * self.n_sparse
+        if "emb_card" in self.searched:
+            choices["emb_card"] = [max(range(len(sizes)), key=lambda i: (sizes[i], -i))
+                                   for sizes in self.row_options]
+        for part, hidden in (("bottom_mlp", self.settings.bottom_mlp),
+                             ("top_mlp", self.settings.top_mlp)):
+            module = getattr(self, part)
+            if isinstance(module, FcOfFc):
+                layers = module.choices_for(hidden)
+                if layers is None:
+                    return None
+                choices.update({f"{part}.{k}": v for k, v in layers.items()})
+        return choices
+
     def decode(self, choices: Mapping[str, Any]) -> dict[str, Any]:
         """Raw choices -> the spec of the sampled model (see ``dnas_dlrm.models``)."""
         if "emb_dim" in self.searched:

@@ -1,0 +1,48 @@
+"""The constant predictor: the baseline every trained model must beat.
+
+It predicts, for every row, what the training targets say on average (a click rate for
+binary classification, the class frequencies for multiclass), so it learns nothing from the
+features. A model worse than it on validation has diverged or overfit beyond use; the
+report puts it first in the baseline table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dnas_core.engine.data import DataBundle
+from dnas_core.engine.tasks import Task
+
+#: the training targets are averaged over at most this many rows (a seeded subset)
+MAX_TARGET_ROWS = 1 << 20
+_CHUNK = 1 << 16
+
+
+def _targets(data: DataBundle, rows: np.ndarray) -> Iterator[Tensor]:
+    for start in range(0, len(rows), _CHUNK):
+        yield data.table.gather(rows[start:start + _CHUNK])[1]
+
+
+def training_rows(data: DataBundle) -> np.ndarray:
+    """What sampled models train on: the weights and the arch rows."""
+    return np.concatenate([data.splits["weights"], data.splits["arch"]])
+
+
+def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0
+                     ) -> dict[str, float] | None:
+    """The constant predictor's metrics on ``split``, or None when the task cannot make one
+    (a third-party task without ``constant_outputs``)."""
+    make = getattr(task, "constant_outputs", None)
+    if make is None:
+        return None
+    rows = training_rows(data)
+    if len(rows) > MAX_TARGET_ROWS:
+        rng = np.random.default_rng([seed, 0xC0])
+        rows = np.sort(rng.choice(rows, MAX_TARGET_ROWS, replace=False))
+    train_targets = torch.cat(list(_targets(data, rows)))
+    eval_targets = torch.cat(list(_targets(data, np.asarray(data.splits[split]))))
+    return task.metrics(make(train_targets, len(eval_targets)), eval_targets)

@@ -1,0 +1,115 @@
+"""Did the search beat the baselines a user would run first? The report's first table.
+
+Per search space, on the same validation and test rows: the constant predictor, the
+space's reference (hand-sized) model, random search (architectures drawn uniformly from the
+same space, as many as the search trained plus as many as the supernet's training time
+would have bought), and the search's best architecture, each selected by validation loss.
+A difference counts as beyond the noise when it exceeds twice the standard error of the
+difference of two independent estimates, ``2 * sqrt(se_a**2 + se_b**2)``: conservative,
+since the models are scored on the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+NOISE_Z = 2.0
+
+
+@dataclass
+class Entry:
+    """One line of the comparison: a model, how it scored, what it cost."""
+
+    model: str
+    arch_id: str | None
+    val: float | None
+    test: float | None
+    test_se: float | None
+    test_auc: float | None
+    params: int | None
+    cost: float | None
+    seconds: float
+    count: int = 1  # architectures behind this line (random search: all it trained)
+
+
+@dataclass
+class Verdict:
+    """How the search's best compares with one baseline (positive margin: search better)."""
+
+    baseline: str
+    margin: float | None
+    noise: float | None
+    beats: bool | None
+    beyond_noise: bool | None
+
+
+def _entry(model: str, row: dict[str, Any], metric: str, seconds: float,
+           count: int = 1) -> Entry:
+    return Entry(model, row["arch_id"], row.get(f"val_{metric}"), row.get(f"test_{metric}"),
+                 row.get(f"test_{metric}_se"), row.get("test_auc"), row.get("params"),
+                 row.get("cost"), round(seconds, 1), count)
+
+
+def _best(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    ranked = [r for r in rows if r.get(f"val_{metric}") is not None]
+    return min(ranked, key=lambda r: r[f"val_{metric}"]) if ranked else None
+
+
+def compare_space(rows: Sequence[dict[str, Any]], supernets: Sequence[dict[str, Any]],
+                  metric: str) -> tuple[list[Entry], list[Verdict]]:
+    """The comparison of one search space: ``rows`` are its trained architectures (status
+    ok, any role), ``supernets`` the stored info of its supernet trials."""
+    by_role: dict[str, list[dict[str, Any]]] = {"search": [], "reference": [], "random": []}
+    for row in rows:
+        by_role.setdefault(row.get("role", "search"), []).append(row)
+    entries: list[Entry] = []
+    constant = next((s["constant"] for s in supernets if s.get("constant")), None)
+    if constant:
+        test = constant.get("test", {})
+        entries.append(Entry("constant predictor", None, constant["val"].get(metric),
+                             test.get(metric), test.get(f"{metric}_se"), test.get("auc"),
+                             0, None, 0.0))
+    reference = _best(by_role["reference"], metric)
+    if reference:
+        entries.append(_entry("reference model", reference, metric,
+                              sum(r.get("train_seconds", 0) for r in by_role["reference"])))
+    random_best = _best(by_role["random"], metric)
+    if random_best:
+        entries.append(_entry("random search (best)", random_best, metric,
+                              sum(r.get("train_seconds", 0) for r in by_role["random"]),
+                              len(by_role["random"])))
+    searched = _best(by_role["search"], metric)
+    verdicts: list[Verdict] = []
+    if searched:
+        seconds = (sum(s.get("search_seconds") or 0 for s in supernets)
+                   + sum(r.get("train_seconds", 0) for r in by_role["search"]))
+        best = _entry("search (best)", searched, metric, seconds, len(by_role["search"]))
+        verdicts = [verdict(e, best) for e in entries]
+        entries.append(best)
+    return entries, verdicts
+
+
+def verdict(baseline: Entry, searched: Entry) -> Verdict:
+    """Test-set margin of the search over one baseline, and whether it beats the noise."""
+    if baseline.test is None or searched.test is None:
+        return Verdict(baseline.model, None, None, None, None)
+    margin = baseline.test - searched.test
+    noise = None
+    if baseline.test_se is not None and searched.test_se is not None:
+        noise = NOISE_Z * math.hypot(baseline.test_se, searched.test_se)
+    return Verdict(baseline.model, margin, noise, margin > 0,
+                   None if noise is None else abs(margin) > noise)
+
+
+def random_mean(rows: Sequence[dict[str, Any]], metric: str) -> float | None:
+    values = [r[f"test_{metric}"] for r in rows
+              if r.get("role") == "random" and r.get(f"test_{metric}") is not None]
+    return statistics.fmean(values) if values else None
+
+
+def as_json(entries: Sequence[Entry], verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    return {"models": [asdict(e) for e in entries], "verdicts": [asdict(v) for v in verdicts]}
