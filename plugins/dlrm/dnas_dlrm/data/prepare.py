@@ -15,7 +15,8 @@ Categorical encoding, per feature:
 
 Rows kept: every good line (bad lines are an error, or skipped and listed), times an
 optional seeded subsample (a per-line hash of seed, file and line number, so it does not
-depend on chunking). Splits follow :mod:`.splits` and are stored as index arrays; negative
+depend on chunking). Splits follow the protocol of :mod:`.protocols` (``random``,
+``position``, ``day``; rule in :mod:`.splits`) and are stored as index arrays; negative
 downsampling removes training negatives from the ``weights``/``arch`` index arrays (the
 rows stay in the arrays) and the rate is recorded for :func:`.splits.correct_downsampled`.
 
@@ -28,11 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from . import protocols
 from .criteo import BadLine, ParsedBlock, parse_chunk
 from .linereader import is_gzip, iter_line_chunks
 from .manifest import ARRAY_FILES, MANIFEST_NAME, MISSING_ROW, SPLIT_FILES, Manifest
@@ -47,13 +48,10 @@ from .npyfile import NpyAppender
 from .pipeline import cores, ordered_map, prefetch
 from .prepare_options import PrepareError, PrepareOptions
 from .schema import NUM_DENSE, NUM_SPARSE, SPARSE_NAMES
-from .splits import SPLIT_NAMES, default_train_rows, iter_split_blocks
+from .splits import SPLIT_NAMES, iter_split_blocks
 from .vocabulary import build_vocabularies
 
 __all__ = ["PrepareError", "PrepareOptions", "prepare"]
-
-_DAY_PATTERN = re.compile(r"day_(\d+)")
-
 
 # ----------------------------------------------------------------------------- helpers
 def _line_uniform(seed: int, file_index: int, lines: np.ndarray) -> np.ndarray:
@@ -67,26 +65,6 @@ def _line_uniform(seed: int, file_index: int, lines: np.ndarray) -> np.ndarray:
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(31)
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def _check_inputs(inputs: Sequence[Path], options: PrepareOptions) -> None:
-    if not inputs:
-        raise PrepareError("no input files given")
-    for path in inputs:
-        if not path.is_file():
-            raise PrepareError(f"input {path}: no such file")
-    if options.split_by_day:
-        if len(inputs) < 2:
-            raise PrepareError("split_by_day (--split-by-day) needs at least two input files: "
-                               "the last one becomes validation and test")
-        days = [_DAY_PATTERN.search(p.name) for p in inputs]
-        if all(days):
-            numbers = [int(m.group(1)) for m in days]  # type: ignore[union-attr]
-            if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
-                raise PrepareError(
-                    "split_by_day (--split-by-day): the day files are not in time order "
-                    f"({', '.join(p.name for p in inputs)}); list them as day_0 day_1 ... "
-                    "(e.g. `ls day_* | sort -V`)")
 
 
 @dataclass
@@ -148,7 +126,7 @@ def prepare(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
     """
     options = options or PrepareOptions()
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
-    _check_inputs(paths, options)
+    protocols.check_inputs(paths, options)
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not options.overwrite and not (
             out_dir.is_dir() and not any(out_dir.iterdir())):
@@ -270,14 +248,11 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
         for writer in writers:
             writer.close()
 
-    if options.split_by_day:
-        train_rows = sources[-1]["first_row"]
-    else:
-        train_rows = default_train_rows(rows)
+    split_plan = protocols.plan(options, rows, sources)
     cardinalities = [int(s) if s is not None else 0 for s in sizes]
     encodings: list[dict[str, Any]] = []
     if vocab:
-        vocab_sizes = build_vocabularies(tmp, raw_path, vocab, train_rows, rows,
+        vocab_sizes = build_vocabularies(tmp, raw_path, vocab, split_plan.train_rows, rows,
                                           options.min_count)
         for j, card in zip(vocab, vocab_sizes):
             cardinalities[j] = card
@@ -292,10 +267,11 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
         else:
             encodings.append({"feature": SPARSE_NAMES[j], "mode": "hash", "hash_size": int(s)})
 
-    split_sizes = _write_splits(tmp, rows, train_rows, options)
+    split_sizes = _write_splits(tmp, rows, split_plan, options)
     manifest = Manifest(
         rows=rows, cardinalities=cardinalities, encodings=encodings,
         sparse_dtype=sparse_dtype.name, split_sizes=split_sizes, seed=options.seed,
+        split=protocols.record(options, split_plan, rows),
         options=options.to_dict(), negative_rate=options.negative_rate,
         label_mean=(label_sum / rows) if rows else 0.0,
         bad_lines={"policy": options.on_bad_line, "count": bad_count,
@@ -308,13 +284,14 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
     return manifest
 
 
-def _write_splits(tmp: Path, rows: int, train_rows: int,
+def _write_splits(tmp: Path, rows: int, split_plan: protocols.SplitPlan,
                   options: PrepareOptions) -> dict[str, int]:
     labels = np.load(tmp / ARRAY_FILES["labels"], mmap_mode="r") if rows else None
     writers = {name: NpyAppender(tmp / SPLIT_FILES[name], np.int64) for name in SPLIT_NAMES}
     try:
         for block in iter_split_blocks(rows, options.seed, arch_fraction=options.arch_fraction,
-                                       train_rows=train_rows, labels=labels,
+                                       train_rows=split_plan.train_rows,
+                                       val_rows=split_plan.val_rows, labels=labels,
                                        negative_rate=options.negative_rate):
             for name in SPLIT_NAMES:
                 writers[name].append(block[name])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +28,11 @@ class PrepareOptions:
     ``hash_size`` applies to every categorical feature; ``hash_sizes`` overrides it per
     feature (``{"C3": 100000}``, or a sequence of 26 sizes, ``None`` for vocabulary).
     Features left without a size use a vocabulary built on the training rows.
+
+    ``split`` picks the protocol of :mod:`.protocols`: ``random`` (the paper's: first 6/7
+    train, the rest shuffled and halved), ``position`` (file order: train, then
+    ``val_fraction``, then ``test_fraction`` of the rows; default 0.1 each) or ``day``
+    (``eval_file``, the last input, is halved at random into val and test).
     """
 
     hash_size: int | None = None
@@ -34,7 +40,10 @@ class PrepareOptions:
     min_count: int = 1
     seed: int = 0
     arch_fraction: float = 0.2
-    split_by_day: bool = False
+    split: Literal["random", "position", "day"] = "random"
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    eval_file: str | Path | None = None
     subsample: float = 1.0
     negative_rate: float | None = None
     on_bad_line: Literal["error", "skip"] = "error"
@@ -83,6 +92,7 @@ class PrepareOptions:
         if not 0.0 <= self.arch_fraction < 1.0:
             fail("arch_fraction", "--arch-fraction", f"must be in [0, 1), got "
                  f"{self.arch_fraction!r}")
+        self._check_split(fail)
         if not 0.0 < self.subsample <= 1.0:
             fail("subsample", "--subsample", f"must be in (0, 1], got {self.subsample!r}")
         if self.negative_rate is not None and not 0.0 < self.negative_rate <= 1.0:
@@ -99,6 +109,34 @@ class PrepareOptions:
         if self.max_listed_bad_lines < 0:
             fail("max_listed_bad_lines", "-", "must be >= 0")
 
+    def _check_split(self, fail: Any) -> None:
+        if self.split not in ("random", "position", "day"):
+            fail("split", "--split", f"must be random, position or day, got {self.split!r}")
+        fractions = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+        for option, value in fractions.items():
+            flag = "--" + option.replace("_", "-")
+            if value is None:
+                continue
+            if self.split != "position":
+                fail(option, flag, f"applies to the position split only (--split position), "
+                     f"not to --split {self.split}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0.0 < value < 1.0:
+                fail(option, flag, f"must be a number in (0, 1), got {value!r}")
+        if self.split == "position":
+            self.val_fraction = 0.1 if self.val_fraction is None else float(self.val_fraction)
+            self.test_fraction = 0.1 if self.test_fraction is None else float(self.test_fraction)
+            if self.val_fraction + self.test_fraction >= 1.0:
+                fail("val_fraction", "--val-fraction", f"plus test_fraction (--test-fraction) "
+                     f"must be below 1 to leave training rows, got {self.val_fraction} + "
+                     f"{self.test_fraction}")
+        if self.split == "day" and self.eval_file is None:
+            fail("eval_file", "--eval-file", "is required by the day split (--split day): name "
+                 "the input file (the last day) that becomes validation and test")
+        if self.split != "day" and self.eval_file is not None:
+            fail("eval_file", "--eval-file", f"applies to the day split only (--split day), "
+                 f"not to --split {self.split}")
+
     @property
     def vocab_features(self) -> list[int]:
         return [j for j, size in enumerate(self.table_sizes) if size is None]
@@ -107,5 +145,7 @@ class PrepareOptions:
         data = asdict(self)
         data["hash_sizes"] = {SPARSE_NAMES[j]: size for j, size in enumerate(self.table_sizes)}
         data.pop("table_sizes", None)
+        if self.eval_file is not None:
+            data["eval_file"] = str(self.eval_file)
         return data
 
