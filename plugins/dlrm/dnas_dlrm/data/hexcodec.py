@@ -119,4 +119,3 @@ def decode_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
     if bad:
         return None
     return values.reshape(NUM_SPARSE, n), present
-

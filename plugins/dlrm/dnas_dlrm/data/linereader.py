@@ -80,4 +80,3 @@ def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
             first_line += lines
     finally:
         raw.close()
-

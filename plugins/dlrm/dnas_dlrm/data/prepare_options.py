@@ -148,4 +148,3 @@ class PrepareOptions:
         if self.eval_file is not None:
             data["eval_file"] = str(self.eval_file)
         return data
-

@@ -85,4 +85,3 @@ def build_vocabularies(tmp: Path, raw_path: Path, vocab: list[int], train_rows: 
     sparse.flush()
     del sparse, raw
     return [2 + len(keys) for keys, _ in tables]
-
