@@ -82,6 +82,7 @@ def test_hashing_mode_ids_manifest_and_arrays(tsv, raw_values, tmp_path):
     assert data["options"]["hash_sizes"]["C4"] == 1000 and data["sparse_dtype"] == "int32"
     assert data["encodings"][2] == {"feature": "C3", "mode": "hash", "hash_size": 50}
     assert data["split_sizes"] == split_sizes(ROWS)
+    assert data["split"]["protocol"] == "random" and data["split"]["train_rows"] == [0, 2400]
     assert data["bad_lines"]["count"] == 0 and data["bad_lines"]["policy"] == "error"
     assert abs(data["label_mean"] - labels.mean()) < 1e-12
     source = data["sources"][0]
@@ -184,7 +185,8 @@ def test_arch_fraction(tsv, tmp_path):
 
 def test_split_by_day(tmp_path):
     days = [write_tsv(tmp_path / f"day_{i}", 300 + 100 * i, seed=i) for i in range(3)]
-    manifest = prepare(days, tmp_path / "o", PrepareOptions(hash_size=100, split_by_day=True))
+    manifest = prepare(days, tmp_path / "o",
+                       PrepareOptions(hash_size=100, split="day", eval_file=days[2]))
     assert manifest.rows == 300 + 400 + 500
     assert [s["first_row"] for s in manifest.sources] == [0, 300, 700]
     table = CriteoArrays.open(tmp_path / "o")
@@ -192,10 +194,13 @@ def test_split_by_day(tmp_path):
     np.testing.assert_array_equal(np.sort(np.concatenate([splits["weights"], splits["arch"]])),
                                   np.arange(700))
     assert len(splits["val"]) == 250 and len(splits["test"]) == 250
+    assert manifest.split["protocol"] == "day" and manifest.split["train_rows"] == [0, 700]
+    assert manifest.split["eval_file"] == str(days[2].absolute())
     with pytest.raises(PrepareError, match="time order"):
-        prepare([days[0], days[2], days[1]], tmp_path / "x", PrepareOptions(split_by_day=True))
-    with pytest.raises(PrepareError, match="at least two"):
-        prepare(days[:1], tmp_path / "x", PrepareOptions(split_by_day=True))
+        prepare([days[0], days[2], days[1]], tmp_path / "x",
+                PrepareOptions(split="day", eval_file=days[1]))
+    with pytest.raises(PrepareError, match="only input"):
+        prepare(days[:1], tmp_path / "x", PrepareOptions(split="day", eval_file=days[0]))
 
 
 def test_negative_downsampling_only_in_training(tsv, tmp_path):

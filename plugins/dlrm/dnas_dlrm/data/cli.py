@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,21 @@ def _parse_hash_sizes(values: tuple[str, ...]) -> tuple[int | None, dict[str, in
     return global_size, per_feature
 
 
+class _Fraction(click.ParamType):
+    """A fraction written as a decimal (``0.1``) or a ratio (``1/14``)."""
+
+    name = "fraction"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return float(Fraction(str(value).replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a fraction (write 0.1 or 1/14)", param, ctx)
+
+
 @click.command("prepare")
 @click.argument("inputs", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -67,9 +83,20 @@ def _parse_hash_sizes(values: tuple[str, ...]) -> tuple[int | None, dict[str, in
               help="Seed of the splits, the subsample and negative downsampling.")
 @click.option("--arch-fraction", default=0.2, show_default=True, type=float,
               help="Fraction of the training rows that train the architecture parameters.")
-@click.option("--split-by-day", is_flag=True,
-              help="Last input file (a day) -> validation/test; the others -> training. "
-                   "Default: first 6/7 of rows -> training, last 1/7 -> validation/test.")
+@click.option("--split", "split", type=click.Choice(["random", "position", "day"]),
+              default=None, help="random (default, the paper's): first 6/7 of the rows train, "
+              "the rest shuffled and halved into validation/test. position: file order, train "
+              "then --val-fraction then --test-fraction of the rows. day: every input but "
+              "--eval-file trains; --eval-file (the last input) is halved into validation/test.")
+@click.option("--split-by-day", is_flag=True, help="Same as --split day.")
+@click.option("--val-fraction", type=_Fraction(), default=None,
+              help="--split position: share of the rows for validation (default 0.1; 1/14 "
+                   "accepted).")
+@click.option("--test-fraction", type=_Fraction(), default=None,
+              help="--split position: share of the rows for test, the last ones (default 0.1).")
+@click.option("--eval-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="--split day: the input (the last day) that becomes "
+                                 "validation and test.")
 @click.option("--subsample", default=1.0, show_default=True, type=float,
               help="Keep this fraction of lines (seeded, per line).")
 @click.option("--negative-rate", default=None, type=float,
@@ -87,19 +114,25 @@ def _parse_hash_sizes(values: tuple[str, ...]) -> tuple[int | None, dict[str, in
 @click.option("--single-thread", is_flag=True, help="Parse on one core only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[str, ...],
-                    min_count: int, seed: int, arch_fraction: float, split_by_day: bool,
-                    subsample: float, negative_rate: float | None, on_bad_line: str,
-                    allow_short_lines: bool, overwrite: bool, sparse_dtype: str,
+                    min_count: int, seed: int, arch_fraction: float, split: str | None,
+                    split_by_day: bool, val_fraction: float | None, test_fraction: float | None,
+                    eval_file: Path | None, subsample: float, negative_rate: float | None,
+                    on_bad_line: str, allow_short_lines: bool, overwrite: bool, sparse_dtype: str,
                     chunk_mb: int, single_thread: bool, quiet: bool) -> None:
     """Prepare Criteo text files (Kaggle train.txt or 1TB day_N, plain or gzip) for DLRM.
 
     INPUT files are read in the order given, which must be time order.
     """
     global_size, per_feature = _parse_hash_sizes(hash_size)
+    if split_by_day and split not in (None, "day"):
+        raise click.UsageError(f"--split-by-day (the same as --split day) contradicts "
+                               f"--split {split}")
     try:
         options = PrepareOptions(
             hash_size=global_size, hash_sizes=per_feature or None, min_count=min_count,
-            seed=seed, arch_fraction=arch_fraction, split_by_day=split_by_day,
+            seed=seed, arch_fraction=arch_fraction,
+            split="day" if split_by_day else (split or "random"),  # type: ignore[arg-type]
+            val_fraction=val_fraction, test_fraction=test_fraction, eval_file=eval_file,
             subsample=subsample, negative_rate=negative_rate,
             on_bad_line=on_bad_line,  # type: ignore[arg-type]
             allow_short_lines=allow_short_lines, overwrite=overwrite,
@@ -124,7 +157,8 @@ def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[st
     if not quiet:
         sizes = ", ".join(f"{k} {v:,}" for k, v in manifest.split_sizes.items())
         click.echo(f"prepared {manifest.rows:,} rows into {out_dir} in {manifest.elapsed_s:.1f} s "
-                   f"({sizes}); bad lines: {manifest.bad_lines['count']:,}", err=True)
+                   f"({manifest.split['protocol']} split: {sizes}); bad lines: "
+                   f"{manifest.bad_lines['count']:,}", err=True)
 
 
 if __name__ == "__main__":

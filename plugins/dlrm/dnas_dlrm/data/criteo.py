@@ -1,11 +1,9 @@
-"""Reading Criteo text: chunks of whole lines, fields, hex decoding, dense transform, bad lines.
+"""Parsing Criteo text: fields, dense transform, bad lines (one chunk of whole lines at a time).
 
-Input is read in chunks of whole lines (plain or gzip, detected by the gzip magic bytes),
-each chunk parsed by ``pyarrow.csv.read_csv`` on all cores with explicit column types
-(label int8, I1..I13 int64, C1..C26 fixed-size 8-byte binary; the empty field is missing).
-Hex is decoded without a Python loop: the 8 bytes of a value, seen as four 2-byte pairs,
-are looked up in a 65536-entry table that gives each pair's byte value or flags it invalid
-(:func:`hex8_to_uint32`).
+Chunks of whole lines come from :mod:`.linereader` (plain or gzip); each is parsed by
+``pyarrow.csv.read_csv`` on all cores with explicit column types (label int8, I1..I13
+int64, C1..C26 fixed-size 8-byte binary; the empty field is missing), and the hex values
+are decoded by :mod:`.hexcodec`. Both modules' public names are re-exported here.
 
 Every chunk takes the fast path unless something is wrong in it (a wrong field count, a
 value that is not an integer, a label that is not 0/1, a categorical value that is not
@@ -19,24 +17,24 @@ trailing tabs were stripped (fewer than 40 fields) with empty fields.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from .hexcodec import decode_columns, decode_hex, hex8_to_uint32
+from .linereader import DEFAULT_CHUNK_BYTES, is_gzip, iter_line_chunks
 from .schema import COLUMN_NAMES, DENSE_NAMES, NUM_DENSE, NUM_FIELDS, NUM_SPARSE, dense_transform
 
+__all__ = [
+    "DEFAULT_CHUNK_BYTES", "BadLine", "BadLineError", "ParsedBlock", "decode_hex",
+    "hex8_to_uint32", "is_gzip", "iter_line_chunks", "pad_short_lines", "parse_chunk",
+]
+
 TABS_PER_LINE = NUM_FIELDS - 1
-DEFAULT_CHUNK_BYTES = 16 << 20
 _ARROW_BLOCK_BYTES = 512 << 10
-_GZIP_MAGIC = b"\x1f\x8b"
 _FAST_TYPES = {name: (pa.int8() if name == "label" else
                       pa.int64() if name in DENSE_NAMES else pa.binary(8))
                for name in COLUMN_NAMES}
@@ -83,181 +81,6 @@ class ParsedBlock:
         return len(self.labels)
 
 
-# ----------------------------------------------------------------------------- input
-def is_gzip(path: str | Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == _GZIP_MAGIC
-
-
-class _HashingReader(io.RawIOBase):
-    """A binary file whose reads also feed a hash (the file's bytes as stored)."""
-
-    def __init__(self, raw, hasher):
-        self._raw, self._hasher = raw, hasher
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        count = self._raw.readinto(buffer)
-        if count:
-            self._hasher.update(memoryview(buffer)[:count])
-        return count
-
-
-def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                     hasher: hashlib._Hash | None = None
-                     ) -> Iterator[tuple[memoryview, int, int]]:
-    """Yield ``(chunk, first_line, n_lines)``: chunks of whole lines, the 1-based number of
-    their first line and their number of lines. A last line without a final newline is a
-    line. ``hasher`` receives every byte of the file as stored (compressed for gzip).
-
-    Each chunk is a view of its own buffer (read once, never copied, never reused).
-    """
-    raw = open(path, "rb", buffering=0)
-    try:
-        hashing = _HashingReader(raw, hasher) if hasher is not None else raw
-        gzipped = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
-        stream = gzip.GzipFile(fileobj=io.BufferedReader(hashing, 1 << 20), mode="rb") \
-            if gzipped else io.BufferedReader(hashing, 1 << 20)
-        carry = b""
-        first_line = 1
-        while True:
-            buffer = bytearray(len(carry) + chunk_bytes)
-            buffer[:len(carry)] = carry
-            view = memoryview(buffer)
-            filled = len(carry)
-            while filled < len(buffer):
-                count = stream.readinto(view[filled:])
-                if not count:
-                    break
-                filled += count
-            if filled == len(carry):  # end of input
-                if carry:
-                    yield view[:filled], first_line, 1
-                return
-            cut = buffer.rfind(b"\n", 0, filled)
-            if cut < 0:  # a line longer than the buffer: read more
-                carry = bytes(view[:filled])
-                continue
-            carry = bytes(view[cut + 1:filled])
-            lines = buffer.count(b"\n", 0, cut + 1)
-            yield view[:cut + 1], first_line, lines
-            first_line += lines
-    finally:
-        raw.close()
-
-
-# ----------------------------------------------------------------------------- decoding
-def _pair_table() -> np.ndarray:
-    """uint16 table indexed by two ASCII bytes (little-endian): their hex byte value, or
-    0x100 when either byte is not one of ``0-9 a-f A-F``."""
-    table = np.full(1 << 16, 0x100, dtype=np.uint16)
-    digits = np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8).astype(np.uint16)
-    values = np.array([int(chr(c), 16) for c in digits.tolist()], dtype=np.uint16)
-    table[digits[:, None] | (digits[None, :] << 8)] = values[:, None] * 16 + values[None, :]
-    return table
-
-
-_PAIR_TABLE = _pair_table()
-_ASCII_ZEROS = np.frombuffer(b"00000000", dtype="<u8")[0]
-
-
-def hex8_to_uint32(words: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Decode 8 ASCII hex digits packed in each little-endian uint64 (no byte loop).
-
-    Each pair of characters is looked up in a 65536-entry table (hex byte value, or 0x100
-    if a character is not one of ``0-9 a-f A-F``). Returns ``(values uint32, any_bad)``.
-    """
-    pairs = _PAIR_TABLE[np.ascontiguousarray(words, dtype="<u8").view("<u2")]
-    if pairs.max(initial=0) > 0xFF:
-        return np.zeros(len(words), dtype=np.uint32), True
-    return pairs.astype(np.uint8).view(">u4").astype(np.uint32), False
-
-
-def _validity(array: pa.Array) -> np.ndarray:
-    if array.null_count == 0:
-        return np.ones(len(array), dtype=bool)
-    bits = np.frombuffer(array.buffers()[0], dtype=np.uint8)
-    return np.unpackbits(bits, bitorder="little", count=array.offset + len(array))[
-        array.offset:].astype(bool)
-
-
-def decode_hex(array: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
-    """Decode an Arrow array of 8-digit hex values (nulls are missing).
-
-    Accepts ``fixed_size_binary(8)`` (the fast path) and string/binary arrays. Returns
-    ``(values uint32, present bool)``, values 0 where missing, or ``None`` when some
-    non-null value is not exactly 8 hex digits (either case).
-    """
-    n = len(array)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=bool)
-    if pa.types.is_fixed_size_binary(array.type):
-        if array.type.byte_width != 8:
-            return None
-        present = _validity(array)
-        words = np.frombuffer(array.buffers()[1], dtype="<u8", count=n, offset=array.offset * 8)
-    else:
-        large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
-        offset_type = np.int64 if large else np.int32
-        offsets = np.frombuffer(array.buffers()[1], dtype=offset_type, count=n + 1,
-                                offset=array.offset * np.dtype(offset_type).itemsize)
-        lengths = np.diff(offsets)
-        present = lengths != 0
-        count = int(np.count_nonzero(present))
-        if np.count_nonzero(lengths == 8) != count:
-            return None
-        words = np.zeros(n, dtype=np.uint64)
-        if count:
-            data = np.frombuffer(array.buffers()[2], dtype=np.uint8, count=8 * count,
-                                 offset=int(offsets[0]))
-            words[present] = data.copy().view("<u8")
-    if not present.all():
-        words = np.where(present, words, _ASCII_ZEROS)
-    values, bad = hex8_to_uint32(words)
-    if bad:
-        return None
-    return values, present
-
-
-def _decode_columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
-    """Decode C1..C26 of a table at once: ``(values (26, n) uint32, present (26, n) bool)``."""
-    n = table.num_rows
-    columns = [table.column(1 + NUM_DENSE + j) for j in range(NUM_SPARSE)]
-    if not all(pa.types.is_fixed_size_binary(c.type) and c.type.byte_width == 8
-               for c in columns):
-        values = np.empty((NUM_SPARSE, n), dtype=np.uint32)
-        present = np.empty((NUM_SPARSE, n), dtype=bool)
-        for j, column in enumerate(columns):
-            position = 0
-            for chunk in column.chunks:
-                decoded = decode_hex(chunk)
-                if decoded is None:
-                    return None
-                values[j, position:position + len(chunk)] = decoded[0]
-                present[j, position:position + len(chunk)] = decoded[1]
-                position += len(chunk)
-        return values, present
-    words = np.empty((NUM_SPARSE, n), dtype="<u8")
-    present = np.ones((NUM_SPARSE, n), dtype=bool)
-    for j, column in enumerate(columns):
-        position = 0
-        for chunk in column.chunks:
-            size = len(chunk)
-            words[j, position:position + size] = np.frombuffer(
-                chunk.buffers()[1], dtype="<u8", count=size, offset=chunk.offset * 8)
-            if chunk.null_count:
-                present[j, position:position + size] = _validity(chunk)
-            position += size
-    words[~present] = _ASCII_ZEROS
-    values, bad = hex8_to_uint32(words.reshape(-1))
-    if bad:
-        return None
-    return values.reshape(NUM_SPARSE, n), present
-
-
 def _to_int(column: pa.ChunkedArray, arrow_type: pa.DataType) -> np.ndarray:
     if column.type != arrow_type:
         column = pc.cast(column, arrow_type)
@@ -288,7 +111,7 @@ def _convert(table: pa.Table, line_numbers: np.ndarray, n_lines: int) -> ParsedB
             raw[k] = _to_int(table.column(1 + k), pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    decoded = _decode_columns(table)
+    decoded = decode_columns(table)
     if decoded is None:
         return None
     values, present = decoded

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ LAYOUT = {
     "sparse": f"int32 or int64 (rows, {NUM_SPARSE}): row of each feature's table, "
               f"0 <= id < cardinalities[j]",
     "labels": "float32 (rows,): 0 or 1",
-    "splits": "int64 sorted row indices, one file per split",
+    "splits": "int64 sorted row indices, one file per split; protocol in 'split'",
     "missing_row": MISSING_ROW,
     "hash": "row = 1 + (hex value mod (hash_size - 1)); table size = hash_size",
     "vocab": "row = 2 + rank of the value by descending training count (ties: smaller value "
@@ -63,6 +63,9 @@ class Manifest:
     sources: list[dict[str, Any]]
     elapsed_s: float
     created: str
+    #: The split protocol and its row ranges (:func:`.protocols.record`); empty in data
+    #: prepared before it was recorded.
+    split: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=lambda: {**ARRAY_FILES, **{
         f"split_{k}": v for k, v in SPLIT_FILES.items()}})
     layout: dict[str, Any] = field(default_factory=lambda: dict(LAYOUT))
@@ -106,7 +109,9 @@ class Manifest:
             raise ManifestError(f"{path}: format version {version!r}; this dnas-dlrm reads "
                                 f"version {FORMAT_VERSION}: prepare the data again")
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(data))
+        required = {f.name for f in fields(cls)
+                    if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(data))
         if missing:
             raise ManifestError(f"{path}: manifest lacks {missing}")
         manifest = cls(**{k: v for k, v in data.items() if k in names})

@@ -1,23 +1,22 @@
 """Streaming ``prepare``: Criteo text files in, a memory-mappable directory out.
 
-Pass 1 reads every input once, in chunks of whole lines: a reader thread reads, inflates
-and hashes; one worker thread per core parses a chunk (pyarrow, single-threaded per chunk:
-chunk-level parallelism also spreads the NumPy work) and encodes it; the main thread appends
-the results in order to ``.npy`` files whose headers are fixed at the end (:mod:`.npyfile`).
-Memory is bounded by a few chunks whatever the input size.
+Pass 1 reads every input once, in chunks of whole lines (:mod:`.pipeline`): a reader
+thread reads, inflates and hashes; one worker thread per core parses a chunk (pyarrow,
+single-threaded per chunk: chunk-level parallelism also spreads the NumPy work) and encodes
+it; the main thread appends the results in order to ``.npy`` files whose headers are fixed
+at the end (:mod:`.npyfile`). Memory is bounded by a few chunks whatever the input size.
 
 Categorical encoding, per feature:
 
 * hashing (``hash_size`` H): missing -> row 0, a value v -> row ``1 + v mod (H - 1)``;
   the table has exactly H rows. Single pass.
 * vocabulary (features without a hash size): pass 1 stores the raw values in a temporary
-  file; pass 2 counts them over the training rows only; pass 3 maps them: missing -> row 0,
-  values seen fewer than ``min_count`` times in training, or never -> the shared row 1,
-  the others -> ``2 + rank`` by descending training count (ties: smaller value first).
+  file; :mod:`.vocabulary` then counts them over the training rows only and maps them.
 
 Rows kept: every good line (bad lines are an error, or skipped and listed), times an
 optional seeded subsample (a per-line hash of seed, file and line number, so it does not
-depend on chunking). Splits follow :mod:`.splits` and are stored as index arrays; negative
+depend on chunking). Splits follow the protocol of :mod:`.protocols` (``random``,
+``position``, ``day``; rule in :mod:`.splits`) and are stored as index arrays; negative
 downsampling removes training negatives from the ``weights``/``arch`` index arrays (the
 rows stay in the arrays) and the rate is recorded for :func:`.splits.correct_downsampled`.
 
@@ -30,132 +29,29 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
-import re
 import secrets
 import shutil
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from .criteo import (
-    DEFAULT_CHUNK_BYTES,
-    BadLine,
-    ParsedBlock,
-    is_gzip,
-    iter_line_chunks,
-    parse_chunk,
-)
-from .manifest import ARRAY_FILES, MANIFEST_NAME, MISSING_ROW, SPLIT_FILES, UNKNOWN_ROW, Manifest
+from . import protocols
+from .criteo import BadLine, ParsedBlock, parse_chunk
+from .linereader import is_gzip, iter_line_chunks
+from .manifest import ARRAY_FILES, MANIFEST_NAME, MISSING_ROW, SPLIT_FILES, Manifest
 from .npyfile import NpyAppender
-from .schema import NUM_DENSE, NUM_SPARSE, SPARSE_NAMES, feature_index
-from .splits import SPLIT_NAMES, default_train_rows, iter_split_blocks
+from .pipeline import cores, ordered_map, prefetch
+from .prepare_options import PrepareError, PrepareOptions
+from .schema import NUM_DENSE, NUM_SPARSE, SPARSE_NAMES
+from .splits import SPLIT_NAMES, iter_split_blocks
+from .vocabulary import build_vocabularies
 
-_VOCAB_BLOCK_ROWS = 1 << 19
-_DAY_PATTERN = re.compile(r"day_(\d+)")
-
-
-class PrepareError(ValueError):
-    """Invalid options or inputs for prepare (the message names the option or file)."""
-
-
-@dataclass
-class PrepareOptions:
-    """Options of :func:`prepare`, validated once on construction.
-
-    ``hash_size`` applies to every categorical feature; ``hash_sizes`` overrides it per
-    feature (``{"C3": 100000}``, or a sequence of 26 sizes, ``None`` for vocabulary).
-    Features left without a size use a vocabulary built on the training rows.
-    """
-
-    hash_size: int | None = None
-    hash_sizes: Mapping[str, int] | Sequence[int | None] | None = None
-    min_count: int = 1
-    seed: int = 0
-    arch_fraction: float = 0.2
-    split_by_day: bool = False
-    subsample: float = 1.0
-    negative_rate: float | None = None
-    on_bad_line: Literal["error", "skip"] = "error"
-    allow_short_lines: bool = False
-    overwrite: bool = False
-    use_threads: bool = True
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    sparse_dtype: Literal["auto", "int32", "int64"] = "auto"
-    max_listed_bad_lines: int = 100_000
-    table_sizes: tuple[int | None, ...] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        def fail(option: str, flag: str, message: str) -> None:
-            raise PrepareError(f"{option} ({flag}) {message}")
-
-        def check_size(option: str, value: Any) -> int:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
-                fail(option, "--hash-size", f"must be an integer >= 2 (row 0 holds missing "
-                     f"values), got {value!r}")
-            return int(value)
-
-        sizes: list[int | None] = [None] * NUM_SPARSE
-        if self.hash_size is not None:
-            sizes = [check_size("hash_size", self.hash_size)] * NUM_SPARSE
-        if isinstance(self.hash_sizes, Mapping):
-            for name, value in self.hash_sizes.items():
-                try:
-                    index = feature_index(str(name))
-                except ValueError as error:
-                    fail("hash_sizes", "--hash-size", str(error))
-                sizes[index] = check_size(f"hash_sizes[{name!r}]", value)
-        elif self.hash_sizes is not None:
-            listed = list(self.hash_sizes)
-            if len(listed) != NUM_SPARSE:
-                fail("hash_sizes", "--hash-size", f"must list {NUM_SPARSE} sizes, got "
-                     f"{len(listed)}")
-            for index, value in enumerate(listed):
-                if value is not None:
-                    sizes[index] = check_size(f"hash_sizes[{index}]", value)
-        self.table_sizes = tuple(sizes)
-        if isinstance(self.min_count, bool) or not isinstance(self.min_count, int) \
-                or self.min_count < 1:
-            fail("min_count", "--min-count", f"must be an integer >= 1, got {self.min_count!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            fail("seed", "--seed", f"must be an integer >= 0, got {self.seed!r}")
-        if not 0.0 <= self.arch_fraction < 1.0:
-            fail("arch_fraction", "--arch-fraction", f"must be in [0, 1), got "
-                 f"{self.arch_fraction!r}")
-        if not 0.0 < self.subsample <= 1.0:
-            fail("subsample", "--subsample", f"must be in (0, 1], got {self.subsample!r}")
-        if self.negative_rate is not None and not 0.0 < self.negative_rate <= 1.0:
-            fail("negative_rate", "--negative-rate", f"must be in (0, 1], got "
-                 f"{self.negative_rate!r}")
-        if self.on_bad_line not in ("error", "skip"):
-            fail("on_bad_line", "--on-bad-line", f"must be 'error' or 'skip', got "
-                 f"{self.on_bad_line!r}")
-        if self.sparse_dtype not in ("auto", "int32", "int64"):
-            fail("sparse_dtype", "--sparse-dtype", f"must be auto, int32 or int64, got "
-                 f"{self.sparse_dtype!r}")
-        if self.chunk_bytes < 1 << 16:
-            fail("chunk_bytes", "--chunk-mb", f"must be at least 65536, got {self.chunk_bytes}")
-        if self.max_listed_bad_lines < 0:
-            fail("max_listed_bad_lines", "-", "must be >= 0")
-
-    @property
-    def vocab_features(self) -> list[int]:
-        return [j for j, size in enumerate(self.table_sizes) if size is None]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["hash_sizes"] = {SPARSE_NAMES[j]: size for j, size in enumerate(self.table_sizes)}
-        data.pop("table_sizes", None)
-        return data
-
+__all__ = ["PrepareError", "PrepareOptions", "prepare"]
 
 # ----------------------------------------------------------------------------- helpers
 def _line_uniform(seed: int, file_index: int, lines: np.ndarray) -> np.ndarray:
@@ -169,112 +65,6 @@ def _line_uniform(seed: int, file_index: int, lines: np.ndarray) -> np.ndarray:
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(31)
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Run an iterator in a background thread, ``depth`` items ahead; errors re-raised here."""
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        box.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put((done, None))
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            box.put((done, error))
-
-    thread = threading.Thread(target=work, name="dnas-prepare-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = box.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                box.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
-
-
-def _check_inputs(inputs: Sequence[Path], options: PrepareOptions) -> None:
-    if not inputs:
-        raise PrepareError("no input files given")
-    for path in inputs:
-        if not path.is_file():
-            raise PrepareError(f"input {path}: no such file")
-    if options.split_by_day:
-        if len(inputs) < 2:
-            raise PrepareError("split_by_day (--split-by-day) needs at least two input files: "
-                               "the last one becomes validation and test")
-        days = [_DAY_PATTERN.search(p.name) for p in inputs]
-        if all(days):
-            numbers = [int(m.group(1)) for m in days]  # type: ignore[union-attr]
-            if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
-                raise PrepareError(
-                    "split_by_day (--split-by-day): the day files are not in time order "
-                    f"({', '.join(p.name for p in inputs)}); list them as day_0 day_1 ... "
-                    "(e.g. `ls day_* | sort -V`)")
-
-
-class _Vocabulary:
-    """Training counts of one feature's raw values, merged block by block."""
-
-    def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.int64)
-        self.counts = np.empty(0, dtype=np.int64)
-
-    def add(self, values: np.ndarray) -> None:
-        values = values[values >= 0]
-        if not len(values):
-            return
-        keys, counts = np.unique(values, return_counts=True)
-        if not len(self.keys):
-            self.keys, self.counts = keys, counts.astype(np.int64)
-            return
-        at = np.searchsorted(self.keys, keys)
-        found = at < len(self.keys)
-        found[found] = self.keys[at[found]] == keys[found]
-        np.add.at(self.counts, at[found], counts[found])
-        if not found.all():
-            merged_keys = np.concatenate([self.keys, keys[~found]])
-            merged_counts = np.concatenate([self.counts, counts[~found]])
-            order = np.argsort(merged_keys, kind="stable")
-            self.keys, self.counts = merged_keys[order], merged_counts[order]
-
-    def finish(self, min_count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted kept keys and the row of each (2 + rank by descending count)."""
-        keep = self.counts >= min_count
-        keys, counts = self.keys[keep], self.counts[keep]
-        order = np.lexsort((keys, -counts))
-        rows = np.empty(len(keys), dtype=np.int64)
-        rows[order] = np.arange(2, 2 + len(keys), dtype=np.int64)
-        return keys, rows
-
-
-def _map_vocab(values: np.ndarray, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    out = np.full(len(values), UNKNOWN_ROW, dtype=np.int64)
-    out[values < 0] = MISSING_ROW
-    if len(keys):
-        at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
-        hit = (keys[at] == values) & (values >= 0)
-        out[hit] = rows[at[hit]]
-    return out
 
 
 @dataclass
@@ -320,32 +110,6 @@ def _encode(block: ParsedBlock, options: PrepareOptions, file_index: int,
                     clicks=int(np.count_nonzero(labels)))
 
 
-def _ordered_map(function: Callable[[Any], Any], items: Iterator, workers: int) -> Iterator:
-    """``map`` on a thread pool, results in input order, at most ``workers + 1`` in flight."""
-    if workers <= 1:
-        yield from map(function, items)
-        return
-    pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dnas-prepare") as pool:
-        try:
-            for item in items:
-                pending.append(pool.submit(function, item))
-                if len(pending) > workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _source_stat(path: Path) -> tuple[int, float]:
     stat = path.stat()
     return stat.st_size, stat.st_mtime
@@ -362,7 +126,7 @@ def prepare(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
     """
     options = options or PrepareOptions()
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
-    _check_inputs(paths, options)
+    protocols.check_inputs(paths, options)
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not options.overwrite and not (
             out_dir.is_dir() and not any(out_dir.iterdir())):
@@ -434,7 +198,7 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
     sources: list[dict[str, Any]] = []
     rows = 0
     label_sum = 0
-    workers = _cores() if options.use_threads else 1
+    workers = cores() if options.use_threads else 1
     try:
         for file_index, path in enumerate(paths):
             size_before, mtime_before = _source_stat(path)
@@ -452,8 +216,8 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
                                     n_lines=item[2])
                 return _encode(block, options, file_index, sparse_dtype)
 
-            chunks = _prefetch(iter_line_chunks(path, options.chunk_bytes, hasher))
-            for encoded in _ordered_map(work, chunks, workers):
+            chunks = prefetch(iter_line_chunks(path, options.chunk_bytes, hasher))
+            for encoded in ordered_map(work, chunks, workers):
                 source["lines"] += encoded.n_lines
                 if encoded.bad:
                     source["bad_lines"] += len(encoded.bad)
@@ -484,14 +248,11 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
         for writer in writers:
             writer.close()
 
-    if options.split_by_day:
-        train_rows = sources[-1]["first_row"]
-    else:
-        train_rows = default_train_rows(rows)
+    split_plan = protocols.plan(options, rows, sources)
     cardinalities = [int(s) if s is not None else 0 for s in sizes]
     encodings: list[dict[str, Any]] = []
     if vocab:
-        vocab_sizes = _build_vocabularies(tmp, raw_path, vocab, train_rows, rows,
+        vocab_sizes = build_vocabularies(tmp, raw_path, vocab, split_plan.train_rows, rows,
                                           options.min_count)
         for j, card in zip(vocab, vocab_sizes):
             cardinalities[j] = card
@@ -506,10 +267,11 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
         else:
             encodings.append({"feature": SPARSE_NAMES[j], "mode": "hash", "hash_size": int(s)})
 
-    split_sizes = _write_splits(tmp, rows, train_rows, options)
+    split_sizes = _write_splits(tmp, rows, split_plan, options)
     manifest = Manifest(
         rows=rows, cardinalities=cardinalities, encodings=encodings,
         sparse_dtype=sparse_dtype.name, split_sizes=split_sizes, seed=options.seed,
+        split=protocols.record(options, split_plan, rows),
         options=options.to_dict(), negative_rate=options.negative_rate,
         label_mean=(label_sum / rows) if rows else 0.0,
         bad_lines={"policy": options.on_bad_line, "count": bad_count,
@@ -522,39 +284,14 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
     return manifest
 
 
-def _build_vocabularies(tmp: Path, raw_path: Path, vocab: list[int], train_rows: int,
-                        rows: int, min_count: int) -> list[int]:
-    """Count raw values over training rows, then map every row; returns table sizes."""
-    if rows == 0:
-        return [2] * len(vocab)
-    raw = np.load(raw_path, mmap_mode="r")
-    counters = [_Vocabulary() for _ in vocab]
-    for start in range(0, train_rows, _VOCAB_BLOCK_ROWS):
-        block = np.asarray(raw[start:min(start + _VOCAB_BLOCK_ROWS, train_rows)])
-        for position, counter in enumerate(counters):
-            counter.add(block[:, position])
-    tables = [counter.finish(min_count) for counter in counters]
-    del counters
-    sparse = np.load(tmp / ARRAY_FILES["sparse"], mmap_mode="r+")
-    for start in range(0, rows, _VOCAB_BLOCK_ROWS):
-        stop = min(start + _VOCAB_BLOCK_ROWS, rows)
-        block = np.asarray(raw[start:stop])
-        mapped = np.asarray(sparse[start:stop])
-        for position, (j, (keys, table_rows)) in enumerate(zip(vocab, tables)):
-            mapped[:, j] = _map_vocab(block[:, position], keys, table_rows)
-        sparse[start:stop] = mapped
-    sparse.flush()
-    del sparse, raw
-    return [2 + len(keys) for keys, _ in tables]
-
-
-def _write_splits(tmp: Path, rows: int, train_rows: int,
+def _write_splits(tmp: Path, rows: int, split_plan: protocols.SplitPlan,
                   options: PrepareOptions) -> dict[str, int]:
     labels = np.load(tmp / ARRAY_FILES["labels"], mmap_mode="r") if rows else None
     writers = {name: NpyAppender(tmp / SPLIT_FILES[name], np.int64) for name in SPLIT_NAMES}
     try:
         for block in iter_split_blocks(rows, options.seed, arch_fraction=options.arch_fraction,
-                                       train_rows=train_rows, labels=labels,
+                                       train_rows=split_plan.train_rows,
+                                       val_rows=split_plan.val_rows, labels=labels,
                                        negative_rate=options.negative_rate):
             for name in SPLIT_NAMES:
                 writers[name].append(block[name])

@@ -2,13 +2,15 @@
 
 Layout (the paper's): rows are in time order. The first ``floor(6 n / 7)`` rows are the
 training part (or ``train_rows`` given explicitly, e.g. every day file but the last). The
-rest is shuffled and halved: ``floor(n_eval / 2)`` rows form ``val``, the others ``test``.
+rest is shuffled and halved: ``floor(n_eval / 2)`` rows form ``val``, the others ``test``;
+or, with ``val_rows`` given, it is cut in row order: its first ``val_rows`` rows form
+``val``, the others ``test`` (the ``position`` protocol of :mod:`.protocols`).
 The training part is split at random into ``arch`` (a fraction ``arch_fraction``, rounded)
 and ``weights`` (the others). With ``negative_rate`` r, each training row with label 0 is
 kept with probability r (rows of ``val`` and ``test`` are never downsampled).
 
 Everything is seeded and streamed in fixed blocks of rows, so the result is a pure function
-of ``(n_rows, seed, arch_fraction, train_rows, labels, negative_rate)`` and memory stays
+of ``(n_rows, seed, arch_fraction, train_rows, val_rows, labels, negative_rate)``; memory stays
 bounded for any number of rows. Exact subset sizes come from sequential hypergeometric
 draws: each block receives the number of selected rows a uniformly random subset of the
 required size would put there, then a random choice of that many rows inside the block.
@@ -36,17 +38,17 @@ def default_train_rows(n_rows: int) -> int:
     return n_rows * TRAIN_NUMERATOR // TRAIN_DENOMINATOR
 
 
-def split_sizes(n_rows: int, *, arch_fraction: float = 0.2,
-                train_rows: int | None = None) -> dict[str, int]:
-    """Split sizes before negative downsampling."""
+def split_sizes(n_rows: int, *, arch_fraction: float = 0.2, train_rows: int | None = None,
+                val_rows: int | None = None) -> dict[str, int]:
+    """Split sizes before negative downsampling (``val_rows`` None: half the eval rows)."""
     n_train = default_train_rows(n_rows) if train_rows is None else int(train_rows)
     n_eval = n_rows - n_train
+    n_val = n_eval // 2 if val_rows is None else int(val_rows)
     n_arch = int(round(arch_fraction * n_train))
-    return {"weights": n_train - n_arch, "arch": n_arch, "val": n_eval // 2,
-            "test": n_eval - n_eval // 2}
+    return {"weights": n_train - n_arch, "arch": n_arch, "val": n_val, "test": n_eval - n_val}
 
 
-def _check(n_rows: int, arch_fraction: float, train_rows: int | None,
+def _check(n_rows: int, arch_fraction: float, train_rows: int | None, val_rows: int | None,
            negative_rate: float | None) -> int:
     if n_rows < 0:
         raise ValueError(f"n_rows must be >= 0, got {n_rows}")
@@ -57,6 +59,8 @@ def _check(n_rows: int, arch_fraction: float, train_rows: int | None,
     n_train = default_train_rows(n_rows) if train_rows is None else int(train_rows)
     if not 0 <= n_train <= n_rows:
         raise ValueError(f"train_rows must be in [0, {n_rows}], got {train_rows}")
+    if val_rows is not None and not 0 <= val_rows <= n_rows - n_train:
+        raise ValueError(f"val_rows must be in [0, {n_rows - n_train}], got {val_rows}")
     return n_train
 
 
@@ -88,8 +92,8 @@ class _ExactSubset:
 
 
 def iter_split_blocks(n_rows: int, seed: int, *, arch_fraction: float = 0.2,
-                      train_rows: int | None = None, labels: np.ndarray | None = None,
-                      negative_rate: float | None = None,
+                      train_rows: int | None = None, val_rows: int | None = None,
+                      labels: np.ndarray | None = None, negative_rate: float | None = None,
                       block_rows: int = SPLIT_BLOCK_ROWS) -> Iterator[dict[str, np.ndarray]]:
     """The split rule, streamed: yields, per block of rows, the sorted row indices of each split.
 
@@ -97,10 +101,11 @@ def iter_split_blocks(n_rows: int, seed: int, *, arch_fraction: float = 0.2,
     time and is needed only with ``negative_rate``. Concatenating the blocks gives
     :func:`make_splits`. ``block_rows`` is part of the rule: keep the default.
     """
-    n_train = _check(n_rows, arch_fraction, train_rows, negative_rate)
+    n_train = _check(n_rows, arch_fraction, train_rows, val_rows, negative_rate)
     if negative_rate is not None and negative_rate < 1.0 and labels is None:
         raise ValueError("negative downsampling needs the labels")
-    sizes = split_sizes(n_rows, arch_fraction=arch_fraction, train_rows=n_train)
+    sizes = split_sizes(n_rows, arch_fraction=arch_fraction, train_rows=n_train,
+                        val_rows=val_rows)
     root = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EED5, int(seed) >> 32])
     arch_rng, val_rng, neg_rng = (np.random.default_rng(s) for s in root.spawn(3))
     arch_pick = _ExactSubset(arch_rng, sizes["arch"], n_train)
@@ -124,20 +129,24 @@ def iter_split_blocks(n_rows: int, seed: int, *, arch_fraction: float = 0.2,
             yield {"weights": rows[~selected & keep], "arch": rows[selected & keep],
                    "val": rows[:0], "test": rows[:0]}
         else:
-            selected = np.zeros(size, dtype=bool)
-            selected[val_pick.take(size)] = True
             rows = np.arange(start, stop, dtype=np.int64)
+            if val_rows is not None:  # in row order: the first val_rows eval rows
+                selected = rows < n_train + val_rows
+            else:
+                selected = np.zeros(size, dtype=bool)
+                selected[val_pick.take(size)] = True
             yield {"weights": rows[:0], "arch": rows[:0], "val": rows[selected],
                    "test": rows[~selected]}
 
 
 def make_splits(n_rows: int, seed: int, *, arch_fraction: float = 0.2,
-                train_rows: int | None = None, labels: np.ndarray | None = None,
+                train_rows: int | None = None, val_rows: int | None = None,
+                labels: np.ndarray | None = None,
                 negative_rate: float | None = None) -> dict[str, np.ndarray]:
     """The four splits ``weights``, ``arch``, ``val``, ``test`` as sorted int64 row indices."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
     for block in iter_split_blocks(n_rows, seed, arch_fraction=arch_fraction,
-                                   train_rows=train_rows, labels=labels,
+                                   train_rows=train_rows, val_rows=val_rows, labels=labels,
                                    negative_rate=negative_rate):
         for name in SPLIT_NAMES:
             parts[name].append(block[name])
