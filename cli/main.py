@@ -119,6 +119,42 @@ def _exit_for(summary: dict) -> None:
 
 
 @cli.command()
+@click.option("--plugin", "-p", help="Domain (or plugin) of the architecture, e.g. dlrm.")
+@click.option("--arch", "arch_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An architecture file from a run (architectures/<id>.json) or a bare "
+                   "spec of the domain's model as JSON.")
+@click.option("--config", "-c", "config", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+              help="YAML run settings, merged over the plugin's defaults.")
+@click.option("--preset", help="A preset shipped by the plugin (its training settings).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the checkpoint, logs and result.json "
+                   "(default: runs/train-<time>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting, e.g. --set train.epochs=3.")
+@click.option("--data", "data_path", help="Prepared data directory (sets domain.data.path).")
+def train(plugin: str | None, arch_path: Path, config: Path | None, preset: str | None,
+          out: Path | None, overrides: tuple[str, ...], data_path: str | None) -> None:
+    """Train and test one given architecture with the search's training code."""
+    from dnas_core.config.runspec import resolve
+    from dnas_core.runner.single import train_one
+
+    try:
+        spec = resolve(registry(), plugin, config=config, preset=preset,
+                       overrides=overrides, data_path=data_path)
+        run_dir = out or Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+        click.echo(f"run directory: {run_dir}", err=True)
+        row = train_one(registry(), spec, arch_path, run_dir)
+    except (ConfigError, PluginError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({k: v for k, v in row.items() if k != "history"}, indent=2,
+                          sort_keys=True))
+    if row["status"] != "ok":
+        sys.exit(EXIT_INCOMPLETE)
+
+
+@cli.command()
 @click.argument("target")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Where this worker writes its trial files when TARGET is a storage URL.")

@@ -157,7 +157,7 @@ def test_scaffolded_plugin_installs_and_searches_through_the_cli(tmp_path):
     out = tmp_path / "run"
     run(*dnas, "search", "--plugin", "mine", "--out", str(out),
         "--set", "domain.rows=1200", "--set", "search.total_epochs=2",
-        "--set", "search.arch_sampling={1: 1}", "--set", "train.epochs=1")
+        "--set", "search.arch_sampling={1: 1}", "--set", "train.epochs=3")
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()
             if line.strip()]
     archs = list((out / "architectures").glob("*.json"))

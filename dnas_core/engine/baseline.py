@@ -17,6 +17,15 @@ from torch import Tensor
 from dnas_core.engine.data import DataBundle
 from dnas_core.engine.tasks import Task
 
+
+def with_standard_errors(task: Task, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+    """The task's metrics plus ``<metric>_se`` for those it can give a standard error."""
+    found = task.metrics(outputs, targets)
+    errors = getattr(task, "standard_errors", None)
+    if errors is not None:
+        found.update({f"{k}_se": v for k, v in errors(outputs, targets).items()})
+    return found
+
 #: the training targets are averaged over at most this many rows (a seeded subset)
 MAX_TARGET_ROWS = 1 << 20
 _CHUNK = 1 << 16
@@ -45,4 +54,4 @@ def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0
         rows = np.sort(rng.choice(rows, MAX_TARGET_ROWS, replace=False))
     train_targets = torch.cat(list(_targets(data, rows)))
     eval_targets = torch.cat(list(_targets(data, np.asarray(data.splits[split]))))
-    return task.metrics(make(train_targets, len(eval_targets)), eval_targets)
+    return with_standard_errors(task, make(train_targets, len(eval_targets)), eval_targets)

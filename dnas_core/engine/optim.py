@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -14,6 +15,10 @@ from dnas_core.config.validate import ConfigError
 
 # Optimizers whose step() accepts sparse gradients (embedding tables with sparse=True).
 SPARSE_CAPABLE = {"SGD", "SparseAdam", "Adagrad"}
+
+# Adagrad's sparse step warns on every call that torch skips its own invariant checks; the
+# gradients it builds come from nn.Embedding and are well formed
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
 def optimizer_class(name: str, where: str) -> type[torch.optim.Optimizer]:

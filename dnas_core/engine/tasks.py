@@ -24,7 +24,12 @@ class Task(Protocol):
 
     # Optional (the core checks with getattr): ``constant_outputs(train_targets, n)`` gives
     # the outputs of the constant predictor for ``n`` rows, the baseline of every report
-    # and the line below which a trained model counts as diverged.
+    # and the line below which a trained model counts as diverged;
+    # ``standard_errors(outputs, targets)`` the standard error of some metrics.
+
+
+#: rows a bootstrap standard error is computed on (a seeded subset of a larger split)
+SE_ROWS = 50_000
 
 
 class BinaryClassification:
@@ -64,6 +69,22 @@ class BinaryClassification:
         return {"logloss": metrics.log_loss(probs, targets),
                 "auc": metrics.roc_auc(probs, targets),
                 "calibration": metrics.calibration(probs, targets)}
+
+    def standard_errors(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        """Standard errors of log loss (exact: a mean over rows) and AUC (bootstrap, on at
+        most :data:`SE_ROWS` rows scaled to the whole split), so that a report can say
+        which differences are larger than the noise of a finite test set."""
+        probs = self.corrected(outputs.reshape(-1).detach()).double()
+        y = targets.reshape(-1).double()
+        p = probs.clamp(1e-7, 1 - 1e-7)
+        losses = -(y * torch.log(p) + (1 - y) * torch.log1p(-p))
+        n = len(losses)
+        out = {"logloss": float(losses.std() / n ** 0.5) if n > 1 else float("nan")}
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:SE_ROWS]
+        scale = (len(rows) / n) ** 0.5 if n else 1.0
+        out["auc"] = metrics.bootstrap_se(probs[rows], y[rows], metrics.roc_auc,
+                                          n_resamples=100, seed=0) * scale
+        return out
 
 
 class MulticlassClassification:

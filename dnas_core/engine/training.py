@@ -34,15 +34,21 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, source: BatchSource, task: Task,
-             device: torch.device) -> dict[str, float]:
-    """Metrics over a whole split, computed once on all predictions."""
+def predict(model: nn.Module, source: BatchSource,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs on a whole split, and the split's targets."""
     model.eval()
     outputs, targets = [], []
     for inputs, target in source.epoch(0):
         outputs.append(model(to_device(inputs, device)).float().cpu())
         targets.append(target)
-    return task.metrics(torch.cat(outputs), torch.cat(targets))
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def evaluate(model: nn.Module, source: BatchSource, task: Task,
+             device: torch.device) -> dict[str, float]:
+    """Metrics over a whole split, computed once on all predictions."""
+    return task.metrics(*predict(model, source, device))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dnas_core.config.runspec import RunSpec, check_same_run
 from dnas_core.config.validate import ConfigError
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
-from dnas_core.engine.baseline import constant_metrics
+from dnas_core.engine.baseline import constant_metrics, with_standard_errors
 from dnas_core.engine.cost import CombinedCost, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle
 from dnas_core.engine.optim import scale_lrs
@@ -29,7 +29,7 @@ from dnas_core.engine.search import NonFiniteLoss, SearchManager
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger, save_heatmap
-from dnas_core.engine.training import count_parameters, evaluate, train_sampled
+from dnas_core.engine.training import count_parameters, evaluate, predict, train_sampled
 from dnas_core.plugins.registry import Registry
 
 
@@ -244,8 +244,10 @@ def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, ru
     finally:
         logger.close()
     terms = spec.cost_terms()
-    cost = (arch.costs[next(iter(terms))] if len(terms) == 1
-            else sum(w * arch.costs[n] for n, w in terms.items()))
+    cost = None  # a given spec (dnas train) may come without costs
+    if all(n in arch.costs for n in terms):
+        cost = (arch.costs[next(iter(terms))] if len(terms) == 1
+                else sum(w * arch.costs[n] for n, w in terms.items()))
     row: dict[str, Any] = {"arch_id": arch.arch_id, "search_space": arch.space,
                            "role": arch.source.get("role", "search"), "cost": cost,
                            "costs": arch.costs, "primary_metric": f"val_{built.task.primary}",
@@ -262,7 +264,8 @@ def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, ru
 
 def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run_dir: Path,
                       built: Built) -> dict[str, float]:
-    """Test metrics of a trained architecture, from its best checkpoint."""
+    """Test metrics of a trained architecture, from its best checkpoint, with standard
+    errors where the task gives them (``<metric>_se``)."""
     model = _required(registry.hook.dnas_make_sampled(
         domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
         data_info=built.data.info), "dnas_make_sampled", spec)
@@ -270,7 +273,8 @@ def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run
     test = BatchSource(built.data.table, built.data.splits["test"],
                        spec.settings.train.eval_batch_size, spec.settings.seed, "test",
                        shuffle=False)
-    return evaluate(model.to(spec.device()), test, built.task, spec.device())
+    outputs, targets = predict(model.to(spec.device()), test, spec.device())
+    return with_standard_errors(built.task, outputs, targets)
 
 
 def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:

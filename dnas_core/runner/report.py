@@ -25,6 +25,8 @@ from dnas_core.runner.comparison import Entry, Verdict
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         if value != value:
             return "nan"
@@ -98,7 +100,8 @@ def comparison_lines(space: str, entries: Sequence[Entry], verdicts: Sequence[Ve
             ("yes" if v.beyond_noise else f"no (noise {v.noise:.4f})")
         label = e.model if e.count == 1 else f"{e.model} of {e.count}"
         body.append([label, e.arch_id or "-", e.val, test, e.test_auc,
-                     _sign(v.margin) if v else "-", noise, e.params, e.cost, e.seconds])
+                     _sign(v.margin) if v else "-", noise, e.params, e.cost,
+                     f"{e.seconds:.0f}"])
     lines = [f"## Did the search beat the baselines? ({space})", ""]
     lines += _table(header, body) + [""]
     lost = [v.baseline for v in verdicts if v.beats is False]

@@ -25,7 +25,7 @@ def test_unknown_key_is_named_with_file_and_line(tmp_path, toy_registry):
 def test_wrong_type_is_named(tmp_path, toy_registry):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("search:\n  batch_size: lots\n")
-    expected = r"line 2: search.batch_size: expected an integer, got 'lots'"
+    expected = r"line 2: search.batch_size: expected an integer or one of 'auto', got 'lots'"
     with pytest.raises(ConfigError, match=expected):
         resolve(toy_registry, "toy", config=cfg)
 

@@ -49,7 +49,7 @@ def check_finished_once(run_dir: Path) -> None:
                 done[key] = trial
     assert len([t for t in done.values() if t.user_attrs["kind"] == "supernet"]) == 2
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == len({(r["supernet"], r["arch_id"]) for r in rows})
+    assert len(rows) == len({(r["supernet"], r["arch_id"], r["role"]) for r in rows})
     assert len(rows) == len([t for t in done.values() if t.user_attrs["kind"] == "arch"]) > 0
 
 
