@@ -99,6 +99,10 @@ class SearchSettings:
     sample_argmax: bool = False
     batch_size: int | Literal["auto"] = "auto"
     batch_budget: BatchBudget = field(default_factory=BatchBudget)
+    # "steps": the arch LR is meant for batch_budget.steps_per_epoch architecture steps an
+    # epoch and scaled by that over the steps there are, so theta moves as far per epoch on
+    # a small data set (few steps) as on a large one; "none": the LR as given
+    arch_lr_scaling: Literal["steps", "none"] = "none"
     update_lrs_every_step: bool = False
     clip_grad_norm: float | None = 100.0
     weights_optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)

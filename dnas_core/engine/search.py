@@ -25,7 +25,7 @@ from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CostLoss, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
-from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
+from dnas_core.engine.optim import OptimizerSet, clip_grad_norm, scale_lrs
 from dnas_core.engine.schedules import Chunk, plan_chunks, temperature
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
@@ -69,11 +69,14 @@ class SearchManager:
                                                  budget.steps_per_epoch, budget.min_batch_size,
                                                  budget.max_batch_size), seed, kind)
             for kind in ("weights", "arch")}
+        arch_settings = settings.arch_optimizer
+        if settings.arch_lr_scaling == "steps":
+            arch_settings = scale_lrs(arch_settings,
+                                      budget.steps_per_epoch / len(self.sources["arch"]))
         self.optimizers = {
             "weights": OptimizerSet(settings.weights_optimizer, supernet.weight_param_groups(),
                                     sparse_groups(supernet), "search.weights_optimizer"),
-            "arch": OptimizerSet(settings.arch_optimizer,
-                                 {"theta": supernet.arch_parameters()}, (),
+            "arch": OptimizerSet(arch_settings, {"theta": supernet.arch_parameters()}, (),
                                  "search.arch_optimizer"),
         }
         self._check_groups()
