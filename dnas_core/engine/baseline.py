@@ -9,6 +9,7 @@ report puts it first in the baseline table.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ def with_standard_errors(task: Task, outputs: Tensor, targets: Tensor) -> dict[s
 
 #: the training targets are averaged over at most this many rows (a seeded subset)
 MAX_TARGET_ROWS = 1 << 20
+#: per-row losses are kept for at most this many test rows: the same seeded subset for
+#: every model scored on a split of that size, so that their differences pair up
+ROW_LOSS_ROWS = 200_000
 _CHUNK = 1 << 16
 
 
@@ -36,15 +40,33 @@ def _targets(data: DataBundle, rows: np.ndarray) -> Iterator[Tensor]:
         yield data.table.gather(rows[start:start + _CHUNK])[1]
 
 
+def save_row_losses(task: Task, outputs: Tensor, targets: Tensor, path: Path) -> bool:
+    """Save each row's loss (of a fixed subset of rows, see :data:`ROW_LOSS_ROWS`) to
+    ``path`` as .npy; False when the task cannot give per-row losses."""
+    make = getattr(task, "row_losses", None)
+    if make is None:
+        return False
+    n = len(targets)
+    rows = np.arange(n)
+    if n > ROW_LOSS_ROWS:
+        rows = np.sort(np.random.default_rng([n, 0x10]).choice(n, ROW_LOSS_ROWS,
+                                                                replace=False))
+    index = torch.from_numpy(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, make(outputs[index], targets[index]).numpy().astype(np.float32))
+    return True
+
+
 def training_rows(data: DataBundle) -> np.ndarray:
     """What sampled models train on: the weights and the arch rows."""
     return np.concatenate([data.splits["weights"], data.splits["arch"]])
 
 
-def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0
-                     ) -> dict[str, float] | None:
+def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0,
+                     row_losses: Path | None = None) -> dict[str, float] | None:
     """The constant predictor's metrics on ``split``, or None when the task cannot make one
-    (a third-party task without ``constant_outputs``)."""
+    (a third-party task without ``constant_outputs``); its per-row losses go to
+    ``row_losses`` when given."""
     make = getattr(task, "constant_outputs", None)
     if make is None:
         return None
@@ -54,4 +76,7 @@ def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0
         rows = np.sort(rng.choice(rows, MAX_TARGET_ROWS, replace=False))
     train_targets = torch.cat(list(_targets(data, rows)))
     eval_targets = torch.cat(list(_targets(data, np.asarray(data.splits[split]))))
-    return with_standard_errors(task, make(train_targets, len(eval_targets)), eval_targets)
+    outputs = make(train_targets, len(eval_targets))
+    if row_losses is not None:
+        save_row_losses(task, outputs, eval_targets, row_losses)
+    return with_standard_errors(task, outputs, eval_targets)

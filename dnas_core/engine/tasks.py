@@ -25,7 +25,8 @@ class Task(Protocol):
     # Optional (the core checks with getattr): ``constant_outputs(train_targets, n)`` gives
     # the outputs of the constant predictor for ``n`` rows, the baseline of every report
     # and the line below which a trained model counts as diverged;
-    # ``standard_errors(outputs, targets)`` the standard error of some metrics.
+    # ``standard_errors(outputs, targets)`` the standard error of some metrics;
+    # ``row_losses(outputs, targets)`` each row's share of the primary metric (its mean).
 
 
 #: rows a bootstrap standard error is computed on (a seeded subset of a larger split)
@@ -70,14 +71,20 @@ class BinaryClassification:
                 "auc": metrics.roc_auc(probs, targets),
                 "calibration": metrics.calibration(probs, targets)}
 
+    def row_losses(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Each row's log loss (their mean is ``metrics()["logloss"]``): two models' rows
+        differenced give the paired noise of their difference."""
+        p = self.corrected(outputs.reshape(-1).detach()).double().clamp(1e-7, 1 - 1e-7)
+        y = targets.reshape(-1).double()
+        return -(y * torch.log(p) + (1 - y) * torch.log1p(-p))
+
     def standard_errors(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
         """Standard errors of log loss (exact: a mean over rows) and AUC (bootstrap, on at
         most :data:`SE_ROWS` rows scaled to the whole split), so that a report can say
         which differences are larger than the noise of a finite test set."""
         probs = self.corrected(outputs.reshape(-1).detach()).double()
         y = targets.reshape(-1).double()
-        p = probs.clamp(1e-7, 1 - 1e-7)
-        losses = -(y * torch.log(p) + (1 - y) * torch.log1p(-p))
+        losses = self.row_losses(outputs, targets)
         n = len(losses)
         out = {"logloss": float(losses.std() / n ** 0.5) if n > 1 else float("nan")}
         rows = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:SE_ROWS]
@@ -99,6 +106,11 @@ class MulticlassClassification:
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return nn.functional.cross_entropy(outputs, targets)
+
+    def row_losses(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Each row's cross-entropy (their mean is ``metrics()["loss"]``)."""
+        with torch.no_grad():
+            return nn.functional.cross_entropy(outputs, targets, reduction="none").double()
 
     def metrics(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
         with torch.no_grad():

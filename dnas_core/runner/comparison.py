@@ -4,9 +4,12 @@ Per search space, on the same validation and test rows: the constant predictor, 
 space's reference (hand-sized) model, random search (architectures drawn uniformly from the
 same space, as many as the search trained plus as many as the supernet's training time
 would have bought), and the search's best architecture, each selected by validation loss.
-A difference counts as beyond the noise when it exceeds twice the standard error of the
-difference of two independent estimates, ``2 * sqrt(se_a**2 + se_b**2)``: conservative,
-since the models are scored on the same rows.
+A difference counts as beyond the noise when it exceeds twice its standard error. The models
+are scored on the same test rows, so the error is the paired one: the standard deviation of
+the per-row loss differences over the square root of the test rows (from the per-row losses
+each trial saves, on a fixed subset of rows for a large test set). Without per-row losses
+it falls back to ``sqrt(se_a**2 + se_b**2)``, which is far larger: two models' errors on the
+same rows are strongly correlated.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 NOISE_Z = 2.0
 
@@ -34,6 +40,8 @@ class Entry:
     cost: float | None
     seconds: float
     count: int = 1  # architectures behind this line (random search: all it trained)
+    row_losses: str | None = None  # per-row test losses, relative to the run directory
+    test_rows: int | None = None
 
 
 @dataclass
@@ -51,7 +59,8 @@ def _entry(model: str, row: dict[str, Any], metric: str, seconds: float,
            count: int = 1) -> Entry:
     return Entry(model, row["arch_id"], row.get(f"val_{metric}"), row.get(f"test_{metric}"),
                  row.get(f"test_{metric}_se"), row.get("test_auc"), row.get("params"),
-                 row.get("cost"), round(seconds, 1), count)
+                 row.get("cost"), round(seconds, 1), count, row.get("test_row_losses"),
+                 row.get("test_rows"))
 
 
 def _best(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Any] | None:
@@ -60,19 +69,21 @@ def _best(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Any] | None:
 
 
 def compare_space(rows: Sequence[dict[str, Any]], supernets: Sequence[dict[str, Any]],
-                  metric: str) -> tuple[list[Entry], list[Verdict]]:
+                  metric: str, run_dir: Path) -> tuple[list[Entry], list[Verdict]]:
     """The comparison of one search space: ``rows`` are its trained architectures (status
     ok, any role), ``supernets`` the stored info of its supernet trials."""
     by_role: dict[str, list[dict[str, Any]]] = {"search": [], "reference": [], "random": []}
     for row in rows:
         by_role.setdefault(row.get("role", "search"), []).append(row)
     entries: list[Entry] = []
-    constant = next((s["constant"] for s in supernets if s.get("constant")), None)
-    if constant:
+    info = next((s for s in supernets if s.get("constant")), None)
+    if info:
+        constant = info["constant"]
         test = constant.get("test", {})
         entries.append(Entry("constant predictor", None, constant["val"].get(metric),
                              test.get(metric), test.get(f"{metric}_se"), test.get("auc"),
-                             0, None, 0.0))
+                             0, None, 0.0, 1, info.get("test_row_losses"),
+                             info.get("test_rows")))
     reference = _best(by_role["reference"], metric)
     if reference:
         entries.append(_entry("reference model", reference, metric,
@@ -88,18 +99,35 @@ def compare_space(rows: Sequence[dict[str, Any]], supernets: Sequence[dict[str, 
         seconds = (sum(s.get("search_seconds") or 0 for s in supernets)
                    + sum(r.get("train_seconds", 0) for r in by_role["search"]))
         best = _entry("search (best)", searched, metric, seconds, len(by_role["search"]))
-        verdicts = [verdict(e, best) for e in entries]
+        verdicts = [verdict(e, best, run_dir) for e in entries]
         entries.append(best)
     return entries, verdicts
 
 
-def verdict(baseline: Entry, searched: Entry) -> Verdict:
+def paired_se(baseline: Entry, searched: Entry, run_dir: Path) -> float | None:
+    """Standard error of the difference of two test losses from their per-row losses."""
+    if not (baseline.row_losses and searched.row_losses and searched.test_rows):
+        return None
+    try:
+        a = np.load(run_dir / baseline.row_losses).astype(np.float64)
+        b = np.load(run_dir / searched.row_losses).astype(np.float64)
+    except (OSError, ValueError):
+        return None
+    if a.shape != b.shape or a.size < 2 or baseline.test_rows != searched.test_rows:
+        return None
+    return float(np.std(a - b, ddof=1) / math.sqrt(searched.test_rows))
+
+
+def verdict(baseline: Entry, searched: Entry, run_dir: Path) -> Verdict:
     """Test-set margin of the search over one baseline, and whether it beats the noise."""
     if baseline.test is None or searched.test is None:
         return Verdict(baseline.model, None, None, None, None)
     margin = baseline.test - searched.test
     noise = None
-    if baseline.test_se is not None and searched.test_se is not None:
+    se = paired_se(baseline, searched, run_dir)
+    if se is not None:
+        noise = NOISE_Z * se
+    elif baseline.test_se is not None and searched.test_se is not None:
         noise = NOISE_Z * math.hypot(baseline.test_se, searched.test_se)
     return Verdict(baseline.model, margin, noise, margin > 0,
                    None if noise is None else abs(margin) > noise)

@@ -97,7 +97,8 @@ class Coordinator:
             units.write_text(json.dumps(result["units"], sort_keys=True))
             study.set_user_attr(f"supernet:{key}", {
                 k: result.get(k) for k in ("supernet_val", "search_seconds", "entropies",
-                                           "constant")} | {"trial": trial.number})
+                                           "constant", "test_row_losses", "test_rows")}
+                | {"trial": trial.number})
             self.studies.enqueue_architectures(key, result["architectures"])
             if self.studies.experiment.baseline == "random":
                 self._queue_baselines(key, result)
@@ -229,7 +230,7 @@ class Coordinator:
             mine = [r for r in ok if r["search_space"] == space]
             keys = {r.get("supernet") for r in mine}
             entries, verdicts = compare_space(
-                mine, [v for k, v in supernets.items() if k in keys], metric)
+                mine, [v for k, v in supernets.items() if k in keys], metric, self.run_dir)
             comparisons[space] = (entries, verdicts, random_mean(mine, metric))
         entropies = {f"trial {v['trial']}": v["entropies"] for v in supernets.values()
                      if v.get("entropies")}

@@ -21,7 +21,7 @@ from dnas_core.config.runspec import RunSpec, check_same_run
 from dnas_core.config.validate import ConfigError
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
-from dnas_core.engine.baseline import constant_metrics, with_standard_errors
+from dnas_core.engine.baseline import constant_metrics, save_row_losses, with_standard_errors
 from dnas_core.engine.cost import CombinedCost, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle
 from dnas_core.engine.optim import scale_lrs
@@ -96,6 +96,10 @@ class SearchOutcome:
     random_pool: list[Architecture] | None = None  # uniform draws, in the order to train
     constant: dict[str, dict[str, float]] | None = None  # split -> constant predictor
 
+
+#: each trial's per-row test losses (the constant predictor's in a supernet trial's): the
+#: report pairs two models' rows to tell a real difference from the noise
+ROW_LOSSES = "test_row_losses.npy"
 
 #: uniform draws kept for the random-search baseline, per architecture the search samples
 RANDOM_POOL_FACTOR = 4
@@ -177,8 +181,9 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     val = BatchSource(built.data.table, built.data.splits["val"],
                       spec.settings.train.eval_batch_size, spec.settings.seed, "val", shuffle=False)
     constant = {split: metrics for split in ("val", "test")
-                if (metrics := constant_metrics(built.task, built.data, split,
-                                                spec.settings.seed)) is not None}
+                if (metrics := constant_metrics(
+                    built.task, built.data, split, spec.settings.seed,
+                    row_losses=run_dir / ROW_LOSSES if split == "test" else None)) is not None}
     return SearchOutcome(architectures, evaluate(supernet, val, built.task, spec.device()), units,
                          search_seconds=round(seconds, 3), entropies=supernet.entropies(),
                          reference=reference, random_pool=random_pool,
@@ -274,6 +279,7 @@ def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run
                        spec.settings.train.eval_batch_size, spec.settings.seed, "test",
                        shuffle=False)
     outputs, targets = predict(model.to(spec.device()), test, spec.device())
+    save_row_losses(built.task, outputs, targets, run_dir / ROW_LOSSES)
     return with_standard_errors(built.task, outputs, targets)
 
 

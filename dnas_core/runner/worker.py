@@ -49,6 +49,18 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _row_losses(directory: Path, run_dir: Path, built: Any) -> dict[str, Any]:
+    """Where the trial left its per-row test losses (relative to the run directory) and
+    how many test rows there are, if it left them."""
+    from dnas_core.runner.pipeline import ROW_LOSSES
+
+    path = directory / ROW_LOSSES
+    if not path.exists():
+        return {}
+    return {"test_row_losses": str(path.relative_to(run_dir)),
+            "test_rows": len(built.data.splits["test"])}
+
+
 def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTrial,
               run_dir: Path) -> dict[str, Any]:
     # imported here: the pipeline imports plugins' heavy dependencies
@@ -73,7 +85,7 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
     if frozen.user_attrs.get("kind") == "supernet":
         outcome = run_search(registry, spec, directory, built, progress=False)
         primary = built.task.primary
-        return {"value": outcome.val_metrics[primary],
+        return {"value": outcome.val_metrics[primary], **_row_losses(directory, run_dir, built),
                 "supernet_val": outcome.val_metrics, "units": outcome.units,
                 "architectures": [a.to_dict() for a in outcome.architectures],
                 "search_seconds": outcome.search_seconds, "entropies": outcome.entropies,
@@ -94,6 +106,7 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
     if row["status"] == "ok":
         row.update({f"test_{k}": v for k, v in
                     test_architecture(registry, spec, arch, directory, built).items()})
+        row.update(_row_losses(directory, run_dir, built))
     row.update({"trial": frozen.number, "supernet": frozen.user_attrs.get("supernet"),
                 "hyperparameters": studies.params(frozen)})
     # a diverged architecture has no value: the study records it as failed, the report

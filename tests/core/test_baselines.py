@@ -6,6 +6,7 @@ heading and nowhere else; the random-search baseline's table agrees with results
 
 import json
 
+import numpy as np
 import pytest
 
 from dnas_core.runner import report as report_module
@@ -93,10 +94,16 @@ def test_random_baseline_table_matches_the_results(tmp_path, toy_registry):
     assert summary["best_arch_id"] == best["arch_id"]
     # the constant predictor predicts the training click rate: about log 2 on XOR labels
     assert abs(models["constant predictor"]["test"] - 0.693) < 0.02
+    searched_losses = np.load(run_dir / best["test_row_losses"])
+    assert searched_losses.mean() == pytest.approx(best["test_logloss"], abs=1e-6)
     for verdict in found["verdicts"]:
         baseline = models[verdict["baseline"]]
         assert abs(verdict["margin"] - (baseline["test"] - best["test_logloss"])) < 1e-12
-        assert verdict["noise"] > 0
+        # the paired noise: per-row loss differences on the same test rows
+        diff = np.load(run_dir / baseline["row_losses"]) - searched_losses
+        paired = 2 * diff.std(ddof=1) / np.sqrt(best["test_rows"])
+        assert verdict["noise"] == pytest.approx(paired, rel=1e-5)
+        assert verdict["noise"] < 2 * np.hypot(baseline["test_se"], best["test_logloss_se"])
 
     report = (run_dir / "report.md").read_text()
     first_table = report.split("## Did the search beat the baselines? (toy)")[1]
