@@ -139,5 +139,20 @@ def random_mean(rows: Sequence[dict[str, Any]], metric: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def budget_note(info: dict[str, Any]) -> str:
+    """How many random architectures the baseline trained, and why that many."""
+    extra = info.get("extra")
+    text = (f"Random search at equal compute: {info['n_search']} architectures, as many as "
+            f"the search trained")
+    if extra is None:
+        return text + "; the rest was still to come."
+    per_arch = info.get("seconds_per_arch") or 0.0
+    text += (f", plus {extra} that the supernet's {info['search_seconds']:.0f} s of training "
+             f"would have bought at {per_arch:.1f} s per random architecture")
+    if info.get("extra_wanted", extra) > extra:
+        text += f" ({info['extra_wanted']} wanted; the pool of uniform draws held {extra})"
+    return text + "."
+
+
 def as_json(entries: Sequence[Entry], verdicts: Sequence[Verdict]) -> dict[str, Any]:
     return {"models": [asdict(e) for e in entries], "verdicts": [asdict(v) for v in verdicts]}

@@ -25,7 +25,14 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from dnas_core.engine.architecture import Architecture
-from dnas_core.runner.comparison import Entry, Verdict, as_json, compare_space, random_mean
+from dnas_core.runner.comparison import (
+    Entry,
+    Verdict,
+    as_json,
+    budget_note,
+    compare_space,
+    random_mean,
+)
 from dnas_core.runner.jobs import Job, Outcome
 from dnas_core.runner.pool import TrialPool
 from dnas_core.runner.report import write_report
@@ -152,7 +159,8 @@ class Coordinator:
             for data in chosen:
                 Architecture.from_dict(data).save(self.run_dir / "architectures")
             supernets.set_user_attr(f"random:{key}", {**info, "extra": extra,
-                                                       "extra_wanted": wanted})
+                                                       "extra_wanted": wanted,
+                                                       "seconds_per_arch": per_arch})
             self.studies.enqueue_architectures(key, chosen)
 
     def on_done(self, outcome: Outcome) -> None:
@@ -225,13 +233,19 @@ class Coordinator:
         supernets = {k.removeprefix("supernet:"): v for k, v in
                      self.studies.studies[SUPERNETS].user_attrs.items()
                      if k.startswith("supernet:")}
-        comparisons: dict[str, tuple[list[Entry], list[Verdict], float | None]] = {}
+        budgets = {k.removeprefix("random:"): v for k, v in
+                   self.studies.studies[SUPERNETS].user_attrs.items() if k.startswith("random:")}
+        comparisons: dict[str, tuple[list[Entry], list[Verdict], list[str]]] = {}
         for space in sorted({r["search_space"] for r in rows}):
             mine = [r for r in ok if r["search_space"] == space]
             keys = {r.get("supernet") for r in mine}
             entries, verdicts = compare_space(
                 mine, [v for k, v in supernets.items() if k in keys], metric, self.run_dir)
-            comparisons[space] = (entries, verdicts, random_mean(mine, metric))
+            notes = [budget_note(budgets[k]) for k in sorted(keys) if k in budgets]
+            mean = random_mean(mine, metric)
+            if mean is not None:
+                notes.append(f"Mean test {metric} of the random architectures: {mean:.4f}.")
+            comparisons[space] = (entries, verdicts, notes)
         entropies = {f"trial {v['trial']}": v["entropies"] for v in supernets.values()
                      if v.get("entropies")}
         heatmaps = sorted(self.run_dir.glob("trials/supernet-*/heatmaps/*.png"))

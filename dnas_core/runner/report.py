@@ -85,7 +85,7 @@ def _sign(value: float | None) -> str:
 
 
 def comparison_lines(space: str, entries: Sequence[Entry], verdicts: Sequence[Verdict],
-                     metric: str, units: dict[str, str], random_mean: float | None) -> list[str]:
+                     metric: str, units: dict[str, str], notes: Sequence[str]) -> list[str]:
     """The first table: each baseline, the search's best, and whether the search won."""
     by_model = {v.baseline: v for v in verdicts}
     header = ["model", "arch_id", f"val {metric}", f"test {metric} (± SE)", "test auc",
@@ -112,8 +112,8 @@ def comparison_lines(space: str, entries: Sequence[Entry], verdicts: Sequence[Ve
     elif verdicts:
         lines += [f"The search's best architecture beats every baseline on test {metric}.",
                   ""]
-    if random_mean is not None:
-        lines += [f"Mean test {metric} of the random architectures: {random_mean:.4f}.", ""]
+    for note in notes:
+        lines += [note, ""]
     return lines
 
 
@@ -143,7 +143,7 @@ def diverged_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], primary: str,
                  units: dict[str, str], heatmaps: Sequence[Path], *,
-                 comparisons: dict[str, tuple[list[Entry], list[Verdict], float | None]]
+                 comparisons: dict[str, tuple[list[Entry], list[Verdict], list[str]]]
                  | None = None,
                  entropies: dict[str, dict[str, list[float]]] | None = None,
                  diverged: Sequence[dict[str, Any]] = ()) -> Path:
@@ -151,8 +151,8 @@ def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], prim
     first, then the searched architectures (``rows``, the only ones ranked and plotted)."""
     metric = primary.removeprefix("val_")
     lines = [f"# {title}", "", f"{len(rows)} trained architectures; ranked by {primary}.", ""]
-    for space, (entries, verdicts, mean) in sorted((comparisons or {}).items()):
-        lines += comparison_lines(space, entries, verdicts, metric, units, mean)
+    for space, (entries, verdicts, notes) in sorted((comparisons or {}).items()):
+        lines += comparison_lines(space, entries, verdicts, metric, units, notes)
     if entropies:
         lines += entropy_lines(entropies)
     by_space: dict[str, list[dict[str, Any]]] = defaultdict(list)

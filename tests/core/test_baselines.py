@@ -111,6 +111,8 @@ def test_random_baseline_table_matches_the_results(tmp_path, toy_registry):
     assert f"random search (best) of {len(random)} | {best_random['arch_id']}" in first_table
     assert f"{best_random['test_logloss']:.4f} ± {best_random['test_logloss_se']:.4f}" \
         in first_table
+    assert (f"Random search at equal compute: {info['n_search']} architectures, as many as "
+            f"the search trained, plus {info['extra']} that the supernet's") in first_table
     assert "How far the search moved from uniform" in report
     # baselines are compared, never ranked with the searched architectures
     ranked = report.split("## All trained architectures")[1].split("##")[0]
