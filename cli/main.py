@@ -230,6 +230,60 @@ def plugin_new(name: str, directory: Path) -> None:
     click.echo(f"created {target}; next: pip install -e {target} && dnas plugins")
 
 
+# ----- after a run: show, compare, runs, export -------------------------------------------
+def _emit(data: dict[str, Any], as_json: bool, render: Any) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+@cli.command("show")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_run(run_dir: Path, as_json: bool) -> None:
+    """What a run changed from the defaults, its trials, baselines and Pareto front."""
+    from dnas_cli.runs_view import print_show
+    from dnas_core.runner.runs import RunError, show
+
+    try:
+        data = show(run_dir, registry())
+    except RunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _emit(data, as_json, print_show)
+
+
+@cli.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare_runs(run_dirs: tuple[Path, ...], as_json: bool) -> None:
+    """Several runs' best results, baselines and costs side by side."""
+    from dnas_cli.runs_view import print_compare
+    from dnas_core.runner.runs import RunError, compare
+
+    try:
+        data = compare(list(run_dirs))
+    except RunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _emit(data, as_json, print_compare)
+
+
+@cli.command("runs")
+@click.argument("directory", default="runs", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_run_dirs(directory: Path, as_json: bool) -> None:
+    """Run directories in DIRECTORY (default runs/): running, stopped, finished or failed,
+    with their best result."""
+    from dnas_cli.runs_view import print_runs
+    from dnas_core.runner.runs import RunError, list_runs
+
+    try:
+        data = list_runs(directory)
+    except RunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _emit(data, as_json, print_runs)
+
+
 def add_plugin_commands(group: click.Group) -> None:
     """Each plugin adds its commands on its own: one that fails is reported, the others
     still get theirs."""
