@@ -284,6 +284,28 @@ def list_run_dirs(directory: Path, as_json: bool) -> None:
     _emit(data, as_json, print_runs)
 
 
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--arch", "arch_id", help="Architecture id (default: the searched architecture "
+              "with the best validation metric).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The torch.export program to write (.pt2); the .json sidecar and the "
+                   ".onnx (when onnx is installed) go next to it.")
+@click.option("--no-onnx", is_flag=True, help="Write only the .pt2 program and the sidecar.")
+def export_model(run_dir: Path, arch_id: str | None, out: Path, no_onnx: bool) -> None:
+    """Write a trained architecture as a program that loads with plain PyTorch."""
+    from dnas_core.runner.export import export_run
+    from dnas_core.runner.runs import RunError
+
+    try:
+        sidecar = export_run(registry(), run_dir, out, arch_id, onnx=not no_onnx)
+    except (RunError, ConfigError, PluginError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for note in sidecar["notes"]:
+        click.echo(note, err=True)
+    click.echo(f"exported {sidecar['arch_id']} to {out} (sidecar {out.with_suffix('.json')})")
+
+
 def add_plugin_commands(group: click.Group) -> None:
     """Each plugin adds its commands on its own: one that fails is reported, the others
     still get theirs."""

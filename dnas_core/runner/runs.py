@@ -26,7 +26,7 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / n).exists() for n in ("study.db", "summary.json"))
 
 
-def _check(run_dir: Path) -> Path:
+def check_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such directory")
@@ -197,7 +197,7 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
 
 def show(run_dir: Path, registry: Any = None) -> dict[str, Any]:
     """What a user checks first about one run (``dnas show``)."""
-    run_dir = _check(run_dir)
+    run_dir = check_run_dir(run_dir)
     study, summary, rows = read_study(run_dir), read_summary(run_dir), read_rows(run_dir)
     primary = _primary(rows, summary)
     best = ranked(rows, primary)
@@ -230,7 +230,7 @@ def _verdicts(baselines: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def summarise(run_dir: Path) -> dict[str, Any]:
     """One run's line in ``dnas runs`` and column in ``dnas compare``."""
-    run_dir = _check(run_dir)
+    run_dir = check_run_dir(run_dir)
     study, summary, rows = read_study(run_dir), read_summary(run_dir), read_rows(run_dir)
     primary = _primary(rows, summary)
     best = ranked(rows, primary)
