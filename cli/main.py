@@ -254,82 +254,6 @@ def plugin_new(name: str, directory: Path) -> None:
     click.echo(f"created {target}; next: pip install -e {target} && dnas plugins")
 
 
-# ----- after a run: show, compare, runs, export -------------------------------------------
-def _emit(data: dict[str, Any], as_json: bool, render: Any) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        render(data)
-
-
-@cli.command("show")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show_run(run_dir: Path, as_json: bool) -> None:
-    """What a run changed from the defaults, its trials, baselines and Pareto front."""
-    from dnas_cli.runs_view import print_show
-    from dnas_core.runner.runs import RunError, show
-
-    try:
-        data = show(run_dir, registry())
-    except RunError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _emit(data, as_json, print_show)
-
-
-@cli.command("compare")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def compare_runs(run_dirs: tuple[Path, ...], as_json: bool) -> None:
-    """Several runs' best results, baselines and costs side by side."""
-    from dnas_cli.runs_view import print_compare
-    from dnas_core.runner.runs import RunError, compare
-
-    try:
-        data = compare(list(run_dirs))
-    except RunError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _emit(data, as_json, print_compare)
-
-
-@cli.command("runs")
-@click.argument("directory", default="runs", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_run_dirs(directory: Path, as_json: bool) -> None:
-    """Run directories in DIRECTORY (default runs/): running, stopped, finished or failed,
-    with their best result."""
-    from dnas_cli.runs_view import print_runs
-    from dnas_core.runner.runs import RunError, list_runs
-
-    try:
-        data = list_runs(directory)
-    except RunError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _emit(data, as_json, print_runs)
-
-
-@cli.command("export")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--arch", "arch_id", help="Architecture id (default: the searched architecture "
-              "with the best validation metric).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The torch.export program to write (.pt2); the .json sidecar and the "
-                   ".onnx (when onnx is installed) go next to it.")
-@click.option("--no-onnx", is_flag=True, help="Write only the .pt2 program and the sidecar.")
-def export_model(run_dir: Path, arch_id: str | None, out: Path, no_onnx: bool) -> None:
-    """Write a trained architecture as a program that loads with plain PyTorch."""
-    from dnas_core.runner.export import export_run
-    from dnas_core.runner.runs import RunError
-
-    try:
-        sidecar = export_run(registry(), run_dir, out, arch_id, onnx=not no_onnx)
-    except (RunError, ConfigError, PluginError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    for note in sidecar["notes"]:
-        click.echo(note, err=True)
-    click.echo(f"exported {sidecar['arch_id']} to {out} (sidecar {out.with_suffix('.json')})")
-
-
 def add_plugin_commands(group: click.Group) -> None:
     """Each plugin adds its commands on its own: one that fails is reported, the others
     still get theirs."""
@@ -339,6 +263,16 @@ def add_plugin_commands(group: click.Group) -> None:
         except Exception as exc:  # noqa: BLE001 - a plugin's command must not break the CLI
             click.echo(f"warning: plugin {impl.plugin_name!r} failed to add its commands: "
                        f"{exc!r}", err=True)
+
+
+def add_after_run_commands(group: click.Group) -> None:
+    from dnas_cli.after_run import COMMANDS
+
+    for command in COMMANDS:
+        group.add_command(command)
+
+
+add_after_run_commands(cli)
 
 
 def main() -> None:

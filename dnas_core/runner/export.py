@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,21 +129,27 @@ def _describe(tensor: torch.Tensor) -> dict[str, Any]:
             "shape": ["batch", *tensor.shape[1:]]}
 
 
-def export_run(registry: Any, run_dir: Path, out: Path, arch_id: str | None = None,
-               batch_size: int = EXAMPLE_BATCH, onnx: bool = True) -> dict[str, Any]:
-    """Export one trained architecture of ``run_dir`` to ``out`` (``.pt2``), with ONNX
-    (``.onnx``, unless ``onnx`` is false) where possible and the sidecar (``.json``);
-    returns the sidecar."""
+@dataclass
+class Trained:
+    """A trained architecture of a run, rebuilt as its trial built it."""
+
+    row: dict[str, Any]
+    arch: Any  # Architecture
+    spec: Any  # RunSpec
+    built: Any  # pipeline.Built: the data bundle and the task
+    model: nn.Module
+
+
+def load_trained(registry: Any, run_dir: Path, arch_id: str | None = None) -> Trained:
+    """The row :func:`choose_row` picks, its model with the best checkpoint loaded (eval
+    mode, CPU), the trial's settings and data."""
     from dnas_core.config.runspec import resolve
     from dnas_core.config.validate import ConfigError
     from dnas_core.engine import checkpoint
     from dnas_core.engine.architecture import Architecture
     from dnas_core.runner.pipeline import _required, build_data
 
-    run_dir, out = check_run_dir(run_dir), Path(out)
-    if out.suffix in (".json", ".onnx"):
-        raise RunError(f"--out {out}: name the .pt2 program; the .json sidecar and .onnx "
-                       f"are written next to it")
+    run_dir = check_run_dir(run_dir)
     row = choose_row(read_rows(run_dir), arch_id)
     directory = trial_directory(run_dir, row)
     config = directory / "config.yaml"
@@ -161,8 +168,22 @@ def export_run(registry: Any, run_dir: Path, out: Path, arch_id: str | None = No
         domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
         data_info=built.data.info), "dnas_make_sampled", spec)
     model.load_state_dict(checkpoint.load(weights))
+    return Trained(row, arch, spec, built, model.cpu().eval())
+
+
+def export_run(registry: Any, run_dir: Path, out: Path, arch_id: str | None = None,
+               batch_size: int = EXAMPLE_BATCH, onnx: bool = True) -> dict[str, Any]:
+    """Export one trained architecture of ``run_dir`` to ``out`` (``.pt2``), with ONNX
+    (``.onnx``, unless ``onnx`` is false) where possible and the sidecar (``.json``);
+    returns the sidecar."""
+    out = Path(out)
+    if out.suffix in (".json", ".onnx"):
+        raise RunError(f"--out {out}: name the .pt2 program; the .json sidecar and .onnx "
+                       f"are written next to it")
+    trained = load_trained(registry, run_dir, arch_id)
+    row, arch, spec, built = trained.row, trained.arch, trained.spec, trained.built
     example = example_inputs(registry, spec, built, batch_size)
-    program = export_program(model, example, out)
+    program = export_program(trained.model, example, out)
     onnx_path = out.with_suffix(".onnx")
     for stale in (onnx_path, Path(f"{onnx_path}.data")):  # never keep an older export's
         stale.unlink(missing_ok=True)
@@ -176,8 +197,8 @@ def export_run(registry: Any, run_dir: Path, out: Path, arch_id: str | None = No
     sidecar = {
         "format": "dnas-export", "version": SIDECAR_VERSION,
         "program": out.name, "onnx": onnx_path.name if onnx_path.exists() else None,
-        "usage": "ep = torch.export.load(program); probabilities = ep.module()(*inputs)",
-        "run_dir": str(run_dir.resolve()), "trial": row.get("trial"),
+        "usage": "ep = torch.export.load(program); outputs = ep.module()(*inputs)",
+        "run_dir": str(Path(run_dir).resolve()), "trial": row.get("trial"),
         "arch_id": row["arch_id"], "domain": arch.domain, "search_space": arch.space,
         "role": row.get("role", "search"), "architecture": arch.to_dict(),
         "inputs": [_describe(t) for t in inputs], "output": _describe(output),
