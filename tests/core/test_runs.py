@@ -2,9 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import optuna
 import pytest
@@ -19,6 +16,7 @@ from dnas_core.runner.orchestrate import PoolSettings, run_experiment
 from dnas_core.runner.report import pareto_front
 from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, default_storage, owner
 from tests.core.test_pipeline import ROOT, SMALL, overrides
+from tests.export_check import run_without_dnas
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,9 @@ def run_dir(tmp_path_factory, registry):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DNAS_PLUGIN_MODULES", "tests.core.toy_plugin")
         patch.setenv("PYTHONPATH", str(ROOT))
-        plan = plan_experiment(registry, plugin="toy", overrides=overrides(SMALL))
+        # one searched architecture: the others are the baselines
+        plan = plan_experiment(registry, plugin="toy", overrides=overrides(
+            {**SMALL, "search.arch_sampling": {1.5: 1}}))
         path = tmp_path_factory.mktemp("runs") / "toy-run"
         run_experiment(path, plan, PoolSettings(["cpu"], jobs_per_device=2))
     return path
@@ -176,7 +176,7 @@ def test_export_loads_without_dnas_and_predicts_like_the_trained_model(run_dir, 
     torch.save({"inputs": inputs}, tmp_path / "rows.pt")
     with torch.no_grad():
         expected = trained.model(inputs)
-    outputs = run_without_dnas(out, tmp_path / "rows.pt", tmp_path / "outputs.pt")
+    (outputs,) = run_without_dnas([(out, tmp_path / "rows.pt")], tmp_path)
     torch.testing.assert_close(outputs, expected, rtol=1e-6, atol=1e-7)
 
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
@@ -186,33 +186,3 @@ def test_export_loads_without_dnas_and_predicts_like_the_trained_model(run_dir, 
     assert chosen["arch_id"] == other["arch_id"] and chosen["role"] == other["role"]
     unknown = cli("export", run_dir, "--arch", "toy-nope", "--out", tmp_path / "x.pt2")
     assert unknown.exit_code == 1 and "--arch 'toy-nope'" in unknown.output
-
-
-#: loads programs in an interpreter that cannot import dnas: no site processing (so no
-#: editable installs), only torch's own site-packages on the path
-LOADER = """
-import sys
-sys.path.append(sys.argv[1])
-import torch
-try:
-    import dnas_core
-    raise SystemExit("dnas_core is importable here")
-except ImportError:
-    pass
-rows = torch.load(sys.argv[3], weights_only=True)["inputs"]
-ep = torch.export.load(sys.argv[2])
-ep.module()(*ep.example_inputs[0])
-with torch.no_grad():
-    out = ep.module()(*(rows if isinstance(rows, (list, tuple)) else (rows,)))
-assert not [m for m in sys.modules if m.startswith("dnas")], sys.modules.keys()
-torch.save({"outputs": out}, sys.argv[4])
-"""
-
-
-def run_without_dnas(program: Path, rows: Path, outputs: Path) -> torch.Tensor:
-    site = str(Path(torch.__file__).resolve().parents[1])
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", LOADER, site, str(program),
-                           str(rows), str(outputs)], capture_output=True, text=True,
-                          cwd=outputs.parent, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return torch.load(outputs, weights_only=True)["outputs"]
