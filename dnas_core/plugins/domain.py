@@ -53,7 +53,7 @@ def preset_description(path: Path) -> str:
         words.append(text.lstrip("# "))
     sentence = re.split(r"(?<=\.)\s", " ".join(words), maxsplit=1)[0]
     if len(sentence) > DESCRIPTION_CHARS and ":" in sentence:
-        sentence = sentence.split(":", 1)[0]
+        sentence = sentence.split(":", 1)[0].rstrip()
     if len(sentence) > DESCRIPTION_CHARS:
         sentence = sentence[:DESCRIPTION_CHARS - 1].rstrip() + "…"
     return sentence.rstrip(".")
