@@ -11,7 +11,9 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 
 def _fmt(value: Any) -> str:
@@ -38,7 +40,7 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> Table:
     for name in header:
         table.add_column(name)
     for row in rows:
-        table.add_row(*(_fmt(c) for c in row))
+        table.add_row(*(Text(_fmt(c)) for c in row))  # values are never markup
     return table
 
 
@@ -66,27 +68,28 @@ def print_show(data: dict[str, Any], console: Console | None = None) -> None:
     console = console or _console()
     exp = data["experiment"]
     primary, test = _metric(data)
-    console.print(f"[bold]{data['run_dir']}[/bold]: {data['state']}; plugin {exp['plugin']}"
-                  + (f", preset {exp['preset']}" if exp.get("preset") else "")
-                  + (f", data {exp['data_path']}" if exp.get("data_path") else ""))
+    console.print(f"[bold]{escape(data['run_dir'])}[/bold]: {data['state']}; plugin "
+                  f"{exp['plugin']}" + (f", preset {exp['preset']}" if exp.get("preset") else "")
+                  + (f", data {escape(exp['data_path'])}" if exp.get("data_path") else ""))
     changed = data["changed_settings"]
     if changed is None:
-        console.print("settings given: " + (_fmt(exp.get("set")) if exp.get("set") else "none")
-                      + " (the plugin is not installed here: no comparison with defaults)")
+        console.print(Text("settings given: " + (_fmt(exp.get("set")) if exp.get("set")
+                                                 else "none")
+                           + " (the plugin is not installed here: no comparison with defaults)"))
     else:
         console.print(_table("Settings that differ from the defaults",
                              ["setting", "default", "this run"],
                              [[c["key"], c["default"], c["value"]] for c in changed]))
     grids = {k: v for k, v in exp.get("grids", {}).items() if v}
     for stage, grid in grids.items():
-        console.print(f"{stage} grid: {_fmt(grid)}")
+        console.print(Text(f"{stage} grid: {_fmt(grid)}"))
     console.print(_table("Trials", ["stage", "states"],
                          [[name, ", ".join(f"{s.lower()} {n}" for s, n in states.items())]
                           for name, states in data["trials"].items()]))
     for fail in data["failed"]:
         last = (fail["error"] or "").strip().splitlines()[-1:] or ["?"]
-        console.print(f"[red]failed[/red] {fail['stage']} trial {fail['trial']}: {last[0]}",
-                      markup=True, highlight=False)
+        console.print(f"[red]failed[/red] {fail['stage']} trial {fail['trial']}: "
+                      f"{escape(last[0])}", highlight=False)
     for space, info in data["baselines"].items():
         verdicts = {v["baseline"]: v for v in info.get("verdicts", [])}
         console.print(_table(
@@ -111,10 +114,10 @@ def print_compare(data: dict[str, Any], console: Console | None = None) -> None:
     table = Table(title="Runs side by side", title_justify="left")
     table.add_column("")
     for run in runs:
-        table.add_column(run["name"])
+        table.add_column(escape(run["name"]))
 
     def line(label: str, values: list[Any]) -> None:
-        table.add_row(label, *(_fmt(v) for v in values))
+        table.add_row(label, *(Text(_fmt(v)) for v in values))
 
     line("state", [r["state"] for r in runs])
     line("plugin / preset", [f"{r['plugin']} / {r['preset'] or '-'}" for r in runs])
@@ -141,7 +144,7 @@ def print_compare(data: dict[str, Any], console: Console | None = None) -> None:
 def print_runs(data: dict[str, Any], console: Console | None = None) -> None:
     console = console or _console()
     if not data["runs"]:
-        console.print(f"no run directories in {data['directory']}")
+        console.print(Text(f"no run directories in {data['directory']}"))
         return
     rows = []
     for r in data["runs"]:
@@ -152,6 +155,6 @@ def print_runs(data: dict[str, Any], console: Console | None = None) -> None:
         primary, test = _metric(r)
         rows.append([r["name"], r["state"], r["plugin"], r["preset"], trials,
                      *_best_cells(r["best"], primary, test)])
-    console.print(_table(f"Runs in {data['directory']}",
+    console.print(_table(f"Runs in {escape(data['directory'])}",
                          ["run", "state", "plugin", "preset", "trials (supernets, archs)",
                           "best", "validation", "test", "cost"], rows))

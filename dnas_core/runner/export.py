@@ -93,8 +93,20 @@ def example_inputs(registry: Any, spec: Any, built: Any, batch_size: int) -> Any
     return example
 
 
+def own_storage(model: nn.Module) -> None:
+    """Give each buffer that is a view of a larger tensor (e.g. DLRM's two rows of one
+    ``triu_indices``) its own copy: ``torch.export.save`` stores views as an incomplete
+    group and every load of the program then warns about it."""
+    for module in model.modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer._base is not None:
+                setattr(module, name, buffer.clone())
+
+
 def export_program(model: nn.Module, example: Any, path: Path) -> torch.export.ExportedProgram:
     """Trace ``model`` (eval mode, on CPU) with a dynamic batch dimension and save it."""
+    own_storage(model)
+    model.requires_grad_(False)  # an inference program: outputs without autograd history
     as_tuple = isinstance(example, (tuple, list))
     args = tuple(example) if as_tuple else (example,)
     wrapped = Positional(model.cpu().eval(), as_tuple).eval()
@@ -187,7 +199,7 @@ def export_run(registry: Any, run_dir: Path, out: Path, arch_id: str | None = No
     onnx_path = out.with_suffix(".onnx")
     for stale in (onnx_path, Path(f"{onnx_path}.data")):  # never keep an older export's
         stale.unlink(missing_ok=True)
-    onnx_note = export_onnx(program, onnx_path) if onnx else "ONNX not asked for"
+    notes = [export_onnx(program, onnx_path)] if onnx else []
     inputs = program.example_inputs[0]
     with torch.no_grad():
         output = program.module()(*inputs)
@@ -206,6 +218,6 @@ def export_run(registry: Any, run_dir: Path, out: Path, arch_id: str | None = No
         "feature_order": info.get("features"), "preprocessing": info.get("preprocessing"),
         "cost": row.get("cost"), "costs": row.get("costs"), "params": row.get("params"),
         "metrics": metrics, "hyperparameters": row.get("hyperparameters"),
-        "settings": spec.to_dict(), "torch": torch.__version__, "notes": [onnx_note]}
+        "settings": spec.to_dict(), "torch": torch.__version__, "notes": notes}
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
     return sidecar
