@@ -32,8 +32,8 @@ def run_dir(tmp_path_factory, registry):
     where = tmp_path_factory.mktemp("cnn-export")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DNAS_PLUGINS", "cnn")
-        patch.setenv("XDG_CACHE_HOME", str(where / "cache"))  # latency tables
-        plan = plan_experiment(registry, plugin="cnn", preset="random", overrides=TINY)
+        plan = plan_experiment(registry, plugin="cnn", preset="random", overrides=[
+            *TINY, f"domain.latency_cache={where / 'latency.json'}"])
         plan.baseline = "none"
         run_experiment(where / "run", plan, PoolSettings(["cpu"]))
     return where / "run"
