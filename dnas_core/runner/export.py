@@ -174,12 +174,20 @@ def load_trained(registry: Any, run_dir: Path, arch_id: str | None = None) -> Tr
         spec = resolve(registry, None, config=config)
     except ConfigError as exc:
         raise RunError(f"{config}: {exc}") from None
-    built = build_data(registry, spec)
-    arch = Architecture.load(arch_file)
-    model = _required(registry.hook.dnas_make_sampled(
-        domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
-        data_info=built.data.info), "dnas_make_sampled", spec)
-    model.load_state_dict(checkpoint.load(weights))
+    try:
+        built = build_data(registry, spec)
+    except (OSError, ValueError) as exc:  # e.g. prepared data moved or incomplete
+        raise RunError(f"{config}: cannot load the run's data: {exc}") from None
+    try:
+        arch = Architecture.load(arch_file)
+        model = _required(registry.hook.dnas_make_sampled(
+            domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
+            data_info=built.data.info), "dnas_make_sampled", spec)
+        model.load_state_dict(checkpoint.load(weights))
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint fails in many ways
+        first = (str(exc).splitlines() or [""])[0]
+        raise RunError(f"{weights}: cannot rebuild {row['arch_id']} from it (unreadable or "
+                       f"another model's: {type(exc).__name__}: {first})") from None
     return Trained(row, arch, spec, built, model.cpu().eval())
 
 

@@ -147,8 +147,13 @@ def test_runs_lists_states(run_dir, tmp_path, cli):
     assert json.loads(cli("runs", tmp_path, "--json").output) == data
 
 
-def test_errors_are_one_line(tmp_path, cli):
+def test_errors_are_one_line(run_dir, tmp_path, cli):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    for checkpoint in damaged.glob("trials/arch-*/checkpoints/*.pt"):
+        checkpoint.write_bytes(b"not a checkpoint")
     for args, message in (
+            (("export", damaged, "--out", tmp_path / "m.pt2"), "cannot rebuild"),
             (("show", tmp_path / "missing"), "no such directory"),
             (("show", tmp_path), "not a run directory"),
             (("compare", tmp_path), "not a run directory"),
