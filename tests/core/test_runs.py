@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import dnas_cli.main as cli_main
 from dnas_core.runner import runs
 from dnas_core.runner.experiment import plan_experiment
-from dnas_core.runner.export import export_run, load_trained
+from dnas_core.runner.export import choose_row, load_trained
 from dnas_core.runner.orchestrate import PoolSettings, run_experiment
 from dnas_core.runner.report import pareto_front
 from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, default_storage, owner
@@ -186,8 +186,7 @@ def test_export_loads_without_dnas_and_predicts_like_the_trained_model(run_dir, 
 
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     other = next(r for r in rows if r["arch_id"] != summary["best_arch_id"])  # a baseline
-    chosen = export_run(registry, run_dir, tmp_path / "other.pt2", other["arch_id"],
-                        onnx=False)
+    chosen = choose_row(rows, other["arch_id"])  # --arch picks that architecture's row
     assert chosen["arch_id"] == other["arch_id"] and chosen["role"] == other["role"]
     unknown = cli("export", run_dir, "--arch", "toy-nope", "--out", tmp_path / "x.pt2")
     assert unknown.exit_code == 1 and "--arch 'toy-nope'" in unknown.output
