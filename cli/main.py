@@ -59,7 +59,7 @@ def _pool(devices: str, jobs_per_device: int, timeout: float | None,
 @click.option("--config", "-c", "config", type=click.Path(exists=True, dir_okay=False,
                                                          path_type=Path),
               help="YAML run settings, merged over the plugin's defaults.")
-@click.option("--preset", help="A preset shipped by the plugin, e.g. emb_card.")
+@click.option("--preset", help="A preset shipped by the plugin, e.g. emb_card (listed below).")
 @click.option("--experiment", "-e", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML experiment: supernet and architecture grids.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
@@ -195,7 +195,10 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_plugins(as_json: bool) -> None:
     """List installed plugins, their versions, hooks and domains."""
-    infos = [info.to_dict() for info in registry().plugins.values()]
+    domains = registry().domains
+    infos = [info.to_dict() | {"presets": {d: domains[d].preset_descriptions()
+                                           for d in info.domains if d in domains}}
+             for info in registry().plugins.values()]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
@@ -208,6 +211,27 @@ def list_plugins(as_json: bool) -> None:
         click.echo(f"{info['name']} {version} ({info['distribution'] or 'local'}) {status}")
         for hook in info["hooks"]:
             click.echo(f"    {hook}")
+        for domain, presets in info["presets"].items():
+            click.echo(f"  {domain} presets (--preset NAME):" if presets else
+                       f"  {domain}: no presets")
+            for line in _preset_lines(presets):
+                click.echo(line)
+
+
+def _preset_lines(presets: dict[str, str]) -> list[str]:
+    width = max((len(n) for n in presets), default=0)
+    return [f"    {name:<{width}}  {text}" for name, text in presets.items()]
+
+
+def describe_presets(*commands: click.Command) -> None:
+    """Each domain's presets in these commands' --help, from the plugins loaded at start."""
+    lines = []
+    for name, domain in sorted(registry().domains.items()):
+        if domain.presets:
+            lines += [f"{name} presets:", *_preset_lines(domain.preset_descriptions())]
+    if lines:
+        for command in commands:
+            command.epilog = "\b\n" + "\n".join(lines)
 
 
 @cli.group("plugin")
@@ -241,8 +265,19 @@ def add_plugin_commands(group: click.Group) -> None:
                        f"{exc!r}", err=True)
 
 
+def add_after_run_commands(group: click.Group) -> None:
+    from dnas_cli.after_run import COMMANDS
+
+    for command in COMMANDS:
+        group.add_command(command)
+
+
+add_after_run_commands(cli)
+
+
 def main() -> None:
     add_plugin_commands(cli)
+    describe_presets(search, train)
     cli(prog_name="dnas")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,3 +27,33 @@ class Domain:
     defaults: Path | None = None
     presets: Mapping[str, Path] = field(default_factory=dict)
     plugin: str = ""
+
+    def preset_descriptions(self) -> dict[str, str]:
+        """Each preset's one-line description, from its file's leading comment."""
+        return {name: preset_description(path) for name, path in sorted(self.presets.items())}
+
+
+#: a description longer than this is cut at its first colon (then with an ellipsis)
+DESCRIPTION_CHARS = 110
+
+
+def preset_description(path: Path) -> str:
+    """The first sentence of a preset YAML file's leading comment (``# ...`` lines up to the
+    first blank, indented or non-comment line), so a preset is described where it is
+    written and nowhere else."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return ""
+    words: list[str] = []
+    for line in lines:
+        text = line.strip()
+        if not text.startswith("#") or text.startswith("#  ") or not text.lstrip("# "):
+            break
+        words.append(text.lstrip("# "))
+    sentence = re.split(r"(?<=\.)\s", " ".join(words), maxsplit=1)[0]
+    if len(sentence) > DESCRIPTION_CHARS and ":" in sentence:
+        sentence = sentence.split(":", 1)[0].rstrip()
+    if len(sentence) > DESCRIPTION_CHARS:
+        sentence = sentence[:DESCRIPTION_CHARS - 1].rstrip() + "…"
+    return sentence.rstrip(".")

@@ -62,6 +62,14 @@ def dnas_make_task(domain: str, settings: Any, data_info: dict[str, Any]) -> Tas
     """The task loss and the evaluation metrics."""
 
 
+@hookspec(firstresult=True)
+def dnas_example_inputs(domain: str, settings: Any, data_info: dict[str, Any],
+                        batch_size: int) -> Any:
+    """A valid input batch of ``batch_size`` rows for the domain's sampled modules, as
+    they receive it (a tensor, or a tuple of tensors whose first dimension is the batch):
+    ``dnas export`` traces the model with it and keeps it in the exported program."""
+
+
 @hookspec
 def dnas_register_commands(cli: click.Group) -> None:
     """Add click commands or groups to the ``dnas`` command line."""

@@ -33,7 +33,11 @@ from dnas_core.runner.study import Studies
 def trial_dir(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:
     """Named by the parameters, not the trial number: a retried trial finds the
     checkpoints of the attempt before it and continues from them."""
-    attrs = trial.user_attrs
+    return trial_dir_of(run_dir, trial.user_attrs)
+
+
+def trial_dir_of(run_dir: Path, attrs: dict[str, Any]) -> Path:
+    """:func:`trial_dir` from the trial's user attributes (as ``dnas export`` reads them)."""
     if attrs.get("kind") == "arch":
         return run_dir / "trials" / f"arch-{attrs['arch_id']}-{attrs['key']}"
     return run_dir / "trials" / f"supernet-{attrs['key']}"

@@ -101,7 +101,7 @@ def test_entry_point_registers_the_cnn_domain(monkeypatch):
     assert info.domains == ["cnn"]
     assert set(info.hooks) == {"dnas_register_domains", "dnas_make_data", "dnas_make_supernet",
                                "dnas_make_sampled", "dnas_cost_models", "dnas_make_task",
-                               "dnas_register_commands"}
+                               "dnas_register_commands", "dnas_example_inputs"}
     domain = registry.domain("cnn")
     assert domain.settings_type is CnnSettings and domain.default_cost == "flops"
     assert domain.defaults.exists() and set(domain.presets) == {"random", "latency"}

@@ -78,6 +78,19 @@ def dnas_make_task(domain: str, settings: CnnSettings, data_info: dict[str, Any]
     return MulticlassClassification()
 
 
+@hookimpl
+def dnas_example_inputs(domain: str, settings: CnnSettings, data_info: dict[str, Any],
+                        batch_size: int):
+    """Images as the model sees them: (batch, channels, size, size) float32."""
+    if domain != DOMAIN:
+        return None
+    import torch
+
+    size = data_info["image_size"]
+    return torch.rand(batch_size, data_info["channels"], size, size,
+                      generator=torch.Generator().manual_seed(0))
+
+
 # ----- CLI: `dnas cnn info` ---------------------------------------------------------------
 def _settings_from(section: dict[str, Any]) -> CnnSettings:
     from dnas_cnn.settings import RandomImages, SplitFractions

@@ -40,8 +40,34 @@ def dnas_make_data(domain: str, settings: DlrmSettings, seed: int) -> DataBundle
         make = generate_realistic if settings.data.synthetic == "realistic" else generate
         table = CriteoArrays.from_synthetic(make(settings.data.synthetic_rows, seed=seed))
     info = {"cardinalities": list(table.cardinalities), "n_dense": NUM_DENSE,
-            "negative_rate": table.negative_rate}
+            "negative_rate": table.negative_rate, "features": feature_order(),
+            "preprocessing": preprocessing(settings, table)}
     return DataBundle(table, table.splits(), info)
+
+
+def feature_order() -> dict[str, list[str]]:
+    """The Criteo columns behind each input, in order: dense I1..I13, sparse C1..C26."""
+    from dnas_dlrm.data.schema import DENSE_NAMES, SPARSE_NAMES
+
+    return {"dense": list(DENSE_NAMES), "sparse": list(SPARSE_NAMES)}
+
+
+def preprocessing(settings: DlrmSettings, table: Any) -> dict[str, Any]:
+    """What was done to raw Criteo lines before the model saw them (a served model needs
+    the same): from the prepared data's manifest, or the synthetic generator's name."""
+    if table.manifest is None:
+        return {"source": f"synthetic ({settings.data.synthetic})",
+                "rows": settings.data.synthetic_rows}
+    manifest = table.manifest
+    layout = manifest.layout
+    modes = sorted({str(e.get("mode")) for e in manifest.encodings})
+    return {"source": "prepared", "path": str(settings.data.path),
+            "dense_transform": layout.get("dense"), "sparse_ids": layout.get("sparse"),
+            "hash_rule": layout.get("hash"), "vocab_rule": layout.get("vocab"),
+            "missing_row": layout.get("missing_row"),
+            "unknown_row_vocab": layout.get("unknown_row_vocab"),
+            "vocabulary_modes": modes, "encodings": manifest.encodings,
+            "cardinalities": manifest.cardinalities, "options": manifest.options}
 
 
 @hookimpl
@@ -73,6 +99,22 @@ def dnas_make_task(domain: str, settings: DlrmSettings, data_info: dict[str, Any
     if domain != NAME:
         return None
     return BinaryClassification(negative_rate=data_info.get("negative_rate"))
+
+
+@hookimpl
+def dnas_example_inputs(domain: str, settings: DlrmSettings, data_info: dict[str, Any],
+                        batch_size: int) -> Any:
+    """``(dense float32 [B, 13], sparse int64 [B, 26])``: transformed dense values and a
+    valid row of each feature's table, as the prepared data holds them."""
+    if domain != NAME:
+        return None
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    dense = torch.rand(batch_size, data_info["n_dense"], generator=generator) * 5
+    sparse = torch.stack([torch.randint(0, int(c), (batch_size,), generator=generator)
+                          for c in data_info["cardinalities"]], dim=1)
+    return dense, sparse
 
 
 @hookimpl
