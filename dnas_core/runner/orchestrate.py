@@ -25,6 +25,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.paths import UnsafeName
 from dnas_core.runner.comparison import Entry, Verdict, as_json, compare_space, random_mean
 from dnas_core.runner.jobs import Job, Outcome
 from dnas_core.runner.pool import TrialPool
@@ -72,7 +73,14 @@ class Coordinator:
             claimed = self.studies.claim(name)
             if claimed is not None:
                 frozen = self.studies.studies[name].get_trials(deepcopy=False)[claimed.number]
-                job = self._job(name, frozen)
+                try:
+                    job = self._job(name, frozen)
+                except UnsafeName as exc:  # a tampered storage: fail that trial, run nothing
+                    self.studies.storage.set_trial_user_attr(frozen._trial_id, "final", True)
+                    self.studies.storage.set_trial_user_attr(frozen._trial_id, "error",
+                                                             f"refused: {exc}")
+                    self.studies.studies[name].tell(frozen.number, state=TrialState.FAIL)
+                    return None
                 self.running[job.key] = (name, frozen)
                 return job
         self._next_claim = time.monotonic() + CLAIM_INTERVAL

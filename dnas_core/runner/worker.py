@@ -23,6 +23,7 @@ import torch
 
 from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.paths import ARCH_ID, PARAMS_KEY, checked, inside
 from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
 from dnas_core.runner.jobs import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED
@@ -32,11 +33,18 @@ from dnas_core.runner.study import Studies
 
 def trial_dir(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:
     """Named by the parameters, not the trial number: a retried trial finds the
-    checkpoints of the attempt before it and continues from them."""
+    checkpoints of the attempt before it and continues from them.
+
+    The ids come from the storage, which others may write: only validated ids name the
+    directory, and it must lie inside the run directory (else :class:`UnsafeName`)."""
     attrs = trial.user_attrs
+    key = checked(attrs.get("key"), PARAMS_KEY, f"key of trial {trial.number}")
     if attrs.get("kind") == "arch":
-        return run_dir / "trials" / f"arch-{attrs['arch_id']}-{attrs['key']}"
-    return run_dir / "trials" / f"supernet-{attrs['key']}"
+        arch_id = checked(attrs.get("arch_id"), ARCH_ID, f"arch_id of trial {trial.number}")
+        name = f"arch-{arch_id}-{key}"
+    else:
+        name = f"supernet-{key}"
+    return inside(run_dir, run_dir / "trials" / name)
 
 
 def result_path(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:
