@@ -208,6 +208,8 @@ def list_plugins(as_json: bool) -> None:
         click.echo(f"{info['name']} {version} ({info['distribution'] or 'local'}) {status}")
         for hook in info["hooks"]:
             click.echo(f"    {hook}")
+        for note in info["notes"]:
+            click.echo(f"    warning: {note}")
 
 
 @cli.group("plugin")
@@ -230,15 +232,33 @@ def plugin_new(name: str, directory: Path) -> None:
     click.echo(f"created {target}; next: pip install -e {target} && dnas plugins")
 
 
+#: the core's own commands, which no plugin may replace
+CORE_COMMANDS = frozenset(cli.commands)
+
+
 def add_plugin_commands(group: click.Group) -> None:
     """Each plugin adds its commands on its own: one that fails is reported, the others
-    still get theirs."""
+    still get theirs. A plugin registers into a group of its own, whose commands are then
+    copied over: a name already taken (a core command, or another plugin's) is reserved,
+    so the clash is reported, noted for ``dnas plugins``, and that command is skipped."""
     for impl in registry().pm.hook.dnas_register_commands.get_hookimpls():
+        own = click.Group(name=group.name)
         try:
-            impl.function(cli=group)
+            impl.function(cli=own)
         except Exception as exc:  # noqa: BLE001 - a plugin's command must not break the CLI
             click.echo(f"warning: plugin {impl.plugin_name!r} failed to add its commands: "
                        f"{exc!r}", err=True)
+            continue
+        for name, command in own.commands.items():
+            if name in group.commands:
+                note = (f"command {name!r} not added: the name is taken by "
+                        f"{'a core command' if name in CORE_COMMANDS else 'another plugin'}")
+                click.echo(f"warning: plugin {impl.plugin_name!r}: {note}", err=True)
+                info = registry().plugins.get(impl.plugin_name)
+                if info is not None:
+                    info.notes.append(note)
+                continue
+            group.add_command(command, name)
 
 
 def main() -> None:
