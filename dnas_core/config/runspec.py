@@ -74,11 +74,13 @@ def _layer(data: dict[str, Any], origins: Origins, update: Mapping[str, Any],
 
 def resolve(registry: Registry, plugin: str | None, *, config: Path | None = None,
             preset: str | None = None, overrides: Sequence[str] = (),
-            values: Mapping[str, Any] | None = None, data_path: str | None = None) -> RunSpec:
+            values: Mapping[str, Any] | None = None, data_path: str | None = None,
+            value_origins: Mapping[str, str] | None = None) -> RunSpec:
     """Merge every configuration layer and validate the result.
 
     ``overrides`` are ``KEY=VALUE`` texts from the command line; ``values`` are the same
-    with typed values (e.g. an experiment trial's parameters), applied after them.
+    with typed values (e.g. an experiment trial's parameters), applied after them, and
+    ``value_origins`` says where each came from (an error then names that place).
     """
     data: dict[str, Any] = {}
     origins: Origins = {}
@@ -104,7 +106,8 @@ def resolve(registry: Registry, plugin: str | None, *, config: Path | None = Non
     for text in overrides:
         data = _layer(data, origins, parse_override(text), override_origins(text))
     for key, value in (values or {}).items():
-        data = _layer(data, origins, nest(key, value), override_origins(f"{key}={value!r}"))
+        data = _layer(data, origins, nest(key, value),
+                      override_origins(f"{key}={value!r}", (value_origins or {}).get(key)))
     if data_path is not None:
         data = merge(data, {"domain": {"data": {"path": data_path}}})
         origins.update(override_origins(f"domain.data.path={data_path}"))

@@ -8,6 +8,8 @@ fix the input without reading code. Inner code only ever sees typed dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,6 +64,15 @@ def _numeric_key(tp: Any, key: Any) -> Any:
     return key
 
 
+def _shaped_like(tp: Any, value: Any) -> bool:
+    """Whether ``value`` is a mapping where ``tp`` is one (a dataclass or a dict), or a
+    list where ``tp`` is one: then it was meant as ``tp``, and ``tp``'s error is the one
+    to report (say ``low`` above ``high`` in a range), not "expected one of ..."."""
+    if dataclasses.is_dataclass(tp) or get_origin(tp) in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return get_origin(tp) in (list, tuple) and isinstance(value, (list, tuple))
+
+
 def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> Any:
     """Check ``value`` against the type annotation ``tp`` and convert it."""
     origins = origins or {}
@@ -71,11 +82,15 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
     if dataclasses.is_dataclass(tp):
         return build(cast(Any, tp), value, path, origins)
     if origin in (Union, types.UnionType):
+        errors: list[ConfigError] = []
         for option in get_args(tp):
             try:
                 return convert(option, value, path, origins)
-            except ConfigError:
-                continue
+            except ConfigError as exc:
+                if _shaped_like(option, value):
+                    errors.append(exc)
+        if len(errors) == 1:  # the value has the one option's shape: its error says why
+            raise errors[0]
         raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
@@ -105,6 +120,8 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isnan(value):
+                raise _fail(path, origins, "expected a number, got NaN")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -138,7 +155,12 @@ def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = Non
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ checks
-        raise _fail(path, origins, str(exc)) from exc
+        # "lr must be positive": the message starts with the field it is about, so the
+        # error names that key (and where it was set), not the whole section
+        first, _, rest = str(exc).partition(" ")
+        if first not in fields or not rest:
+            raise _fail(path, origins, str(exc)) from exc
+        raise _fail(f"{path}.{first}" if path else first, origins, rest) from exc
 
 
 def to_dict(obj: Any) -> Any:
@@ -161,16 +183,42 @@ def _walk(node: yaml.Node, prefix: str, label: str, origins: Origins) -> None:
             _walk(value_node, key, label, origins)
 
 
+class Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML would keep
+    the last silently) and reads ``3e-6`` as a number (YAML 1.1 wants ``3.0e-6``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                                f"remove one", key_node.start_mark)
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def load_yaml(path: Path) -> tuple[dict[str, Any], Origins]:
-    """Read a YAML mapping with ``safe_load``, remembering the line of every key."""
+    """Read a YAML mapping with :class:`Loader`, remembering the line of every key."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a YAML file: byte {exc.start} is not UTF-8 text") \
+            from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+        node = yaml.compose(text, Loader=Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -226,7 +274,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = yaml.load(raw, Loader=Loader) if raw else ""  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML") from exc
     return nest(key, value)
@@ -239,10 +287,12 @@ def nest(dotted_key: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def override_origins(text: str) -> Origins:
-    key = text.split("=", 1)[0]
-    parts = key.split(".")
-    return {".".join(parts[:i + 1]): f"--set {text}" for i in range(len(parts))}
+def override_origins(text: str, label: str | None = None) -> Origins:
+    """The origin of the key a ``KEY=VALUE`` text sets (``label``, else ``--set TEXT``).
+
+    Only that key: the sections above it keep their own origins, so an error about a
+    sibling key never blames this override."""
+    return {text.split("=", 1)[0]: label or f"--set {text}"}
 
 
 __all__ = ["ConfigError", "build", "convert", "load_yaml", "merge", "nest", "parse_override",
