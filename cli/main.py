@@ -35,7 +35,8 @@ def pool_options(command):
     """The trial-pool options shared by ``search`` and ``worker``."""
     command = click.option("--devices", default="auto", show_default=True,
                            help="GPU ids (e.g. 0,1), 'auto' for all visible GPUs, or cpu.")(command)
-    command = click.option("--jobs-per-device", default=1, show_default=True, type=int,
+    command = click.option("--jobs-per-device", default=1, show_default=True,
+                           type=click.IntRange(min=1),
                            help="Trials run at once on each device.")(command)
     command = click.option("--timeout", type=float,
                            help="Seconds after which a trial is killed and failed.")(command)
@@ -47,9 +48,16 @@ def pool_options(command):
 
 def _pool(devices: str, jobs_per_device: int, timeout: float | None,
           max_oom_retries: int = 2) -> Any:
+    """The pool's settings; ``--devices`` is checked here, before anything runs."""
+    from dnas_core.runner.devices import check_available, resolve_devices
     from dnas_core.runner.orchestrate import PoolSettings
 
     chosen: list[str] | str = devices if devices in ("auto", "cpu") else devices.split(",")
+    if chosen != "auto":
+        try:
+            check_available(resolve_devices(chosen))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--devices'") from None
     return PoolSettings(["cpu"] if chosen == "cpu" else chosen, jobs_per_device, timeout,
                         max_oom_retries)
 

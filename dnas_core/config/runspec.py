@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class RunSpec:
     settings: RunSettings
     domain: Domain
     domain_settings: Any
+    #: where each key was set, for errors found after validation
+    origins: Origins = field(default_factory=dict)
 
     @property
     def space(self) -> str:
@@ -114,7 +116,7 @@ def resolve(registry: Registry, plugin: str | None, *, config: Path | None = Non
     data["plugin"] = domain.name
     settings = build(RunSettings, data, origins=origins)
     domain_settings: Any = build(domain.settings_type, settings.domain, "domain", origins)
-    return RunSpec(settings, domain, domain_settings)
+    return RunSpec(settings, domain, domain_settings, origins)
 
 
 def check_same_run(saved: Mapping[str, Any], current: Mapping[str, Any], where: Path,

@@ -46,7 +46,8 @@ def _describe(tp: Any) -> str:
             Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _fail(path: str, origins: Origins, message: str) -> ConfigError:
+def fail(path: str, origins: Origins, message: str) -> ConfigError:
+    """The error for key ``path``, prefixed with where that key (or its section) was set."""
     where = origins.get(path) or next(
         (origins[p] for p in sorted(origins, key=len, reverse=True)
          if path.startswith(p + ".")), None)
@@ -91,24 +92,24 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
                     errors.append(exc)
         if len(errors) == 1:  # the value has the one option's shape: its error says why
             raise errors[0]
-        raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+        raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
-        raise _fail(path, origins, f"expected null, got {value!r}")
+        raise fail(path, origins, f"expected null, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+        raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+            raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
         item = get_args(tp)[0]
         items = [convert(item, v, f"{path}[{i}]", origins) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise _fail(path, origins, f"expected a mapping, got {value!r}")
+            raise fail(path, origins, f"expected a mapping, got {value!r}")
         key_t, val_t = get_args(tp) or (Any, Any)
         return {convert(key_t, _numeric_key(key_t, k), f"{path}.{k}", origins):
                 convert(val_t, v, f"{path}.{k}", origins) for k, v in value.items()}
@@ -121,14 +122,14 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if math.isnan(value):
-                raise _fail(path, origins, "expected a number, got NaN")
+                raise fail(path, origins, "expected a number, got NaN")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+    raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
 
 
 def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = None) -> T:
@@ -137,21 +138,27 @@ def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = Non
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise _fail(path, origins, f"expected a mapping, got {data!r}")
+        raise fail(path, origins, f"expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = f"{path}.{unknown[0]}" if path else str(unknown[0])
-        raise _fail(key, origins, f"unknown key; expected one of {', '.join(sorted(fields))}")
+        raise fail(key, origins, f"unknown key; expected one of {', '.join(sorted(fields))}")
     kwargs = {}
     for name, field in fields.items():
         key = f"{path}.{name}" if path else name
         if name in data:
-            kwargs[name] = convert(hints[name], data[name], key, origins)
+            value = data[name]
+            if isinstance(value, Mapping) and dataclasses.is_dataclass(hints[name]) and \
+                    field.default_factory is not dataclasses.MISSING:
+                # a section given in part keeps the rest of *this* field's default (the
+                # arch optimizer is Adam: setting its lr must not make it the type's SGD)
+                value = {**to_dict(field.default_factory()), **value}
+            kwargs[name] = convert(hints[name], value, key, origins)
         elif field.default is dataclasses.MISSING and \
                 field.default_factory is dataclasses.MISSING:
-            raise _fail(key, origins, f"missing required key ({_describe(hints[name])})")
+            raise fail(key, origins, f"missing required key ({_describe(hints[name])})")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ checks
@@ -159,8 +166,8 @@ def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = Non
         # error names that key (and where it was set), not the whole section
         first, _, rest = str(exc).partition(" ")
         if first not in fields or not rest:
-            raise _fail(path, origins, str(exc)) from exc
-        raise _fail(f"{path}.{first}" if path else first, origins, rest) from exc
+            raise fail(path, origins, str(exc)) from exc
+        raise fail(f"{path}.{first}" if path else first, origins, rest) from exc
 
 
 def to_dict(obj: Any) -> Any:
@@ -295,5 +302,5 @@ def override_origins(text: str, label: str | None = None) -> Origins:
     return {text.split("=", 1)[0]: label or f"--set {text}"}
 
 
-__all__ = ["ConfigError", "build", "convert", "load_yaml", "merge", "nest", "parse_override",
-           "override_origins", "to_dict"]
+__all__ = ["ConfigError", "build", "convert", "fail", "load_yaml", "merge", "nest",
+           "parse_override", "override_origins", "to_dict"]

@@ -154,6 +154,7 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
     value fails at once, naming itself, instead of inside a trial hours later.
     """
     from dnas_core.config.runspec import resolve
+    from dnas_core.runner.preflight import check_runnable
 
     plan, origins = load_experiment(experiment) if experiment else \
         (Experiment(plugin=plugin or ""), {})
@@ -179,15 +180,17 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
     base = resolve(registry, plan.plugin or None,
                    config=Path(plan.config) if plan.config else None, preset=plan.preset,
                    values=plan.set, data_path=plan.data_path, value_origins=labels)
+    check_runnable(base)
     plan.plugin = base.domain.name
     first = plan.supernets.grid_points()[:1] or [{}]
     for point in plan.supernets.grid_points() + [
             {**first[0], **p} for p in plan.architectures.grid_points()]:
         where = {**labels, **{key: _grid_label(origins, key, value, experiment)
                               for key, value in point.items()}}
-        resolve(registry, plan.plugin, config=Path(plan.config) if plan.config else None,
-                preset=plan.preset, values={**plan.set, **point}, data_path=plan.data_path,
-                value_origins=where)
+        check_runnable(resolve(registry, plan.plugin,
+                               config=Path(plan.config) if plan.config else None,
+                               preset=plan.preset, values={**plan.set, **point},
+                               data_path=plan.data_path, value_origins=where))
     return plan
 
 

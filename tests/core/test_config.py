@@ -153,3 +153,9 @@ def test_a_grid_value_is_blamed_on_its_experiment_line_not_on_a_set(tmp_path, to
     exp.write_text("plugin: toy\nset:\n  seed: two\n")
     with pytest.raises(ConfigError, match=r"exp.yaml line 3 \(set.seed\): seed: expected an "):
         plan_experiment(toy_registry, experiment=exp)
+
+
+def test_a_section_given_in_part_keeps_the_rest_of_its_default(toy_registry):
+    spec = resolve(toy_registry, "toy", overrides=["search.arch_optimizer.lr=0.01"])
+    arch = spec.settings.search.arch_optimizer
+    assert (arch.name, arch.lr) == ("Adam", 0.01)  # not the plain OptimizerSettings' SGD
