@@ -16,6 +16,8 @@ from dnas_core.config.validate import (
     ConfigError,
     Origins,
     build,
+    describe_differences,
+    differences,
     load_yaml,
     mapping_settings,
     merge,
@@ -119,14 +121,10 @@ def resolve(registry: Registry, plugin: str | None, *, config: Path | None = Non
     return RunSpec(settings, domain, domain_settings, origins)
 
 
-def check_same_run(saved: Mapping[str, Any], current: Mapping[str, Any], where: Path,
-                   path: str = "") -> None:
-    """Refuse to continue a run directory with different settings (it would mix results)."""
-    for key in sorted(set(saved) | set(current)):
-        here = f"{path}.{key}" if path else str(key)
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            check_same_run(a, b, where, here)
-        elif a != b:
-            raise ConfigError(f"{where}: this run directory was made with {here}={a!r}, not "
-                              f"{b!r}; use another --out, or the same settings to resume")
+def check_same_run(saved: Mapping[str, Any], current: Mapping[str, Any], where: Path) -> None:
+    """Refuse to continue a run directory with different settings (it would mix results),
+    naming every key that differs and both its values."""
+    if differences(saved, current):
+        raise ConfigError(f"{where}: this run directory was made with other settings "
+                          f"({describe_differences(saved, current)}); use another --out, "
+                          f"or the same settings to resume")

@@ -259,6 +259,25 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any],
     return out
 
 
+def differences(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """The dotted keys at which two settings trees differ, with both values (a key one
+    tree lacks has the value None there)."""
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(before) | set(after), key=str):
+            here = f"{path}.{key}" if path else str(key)
+            out += differences(before.get(key), after.get(key), here)
+        return out
+    return [] if before == after else [(path or "<root>", before, after)]
+
+
+def describe_differences(before: Any, after: Any, limit: int = 8) -> str:
+    """``"seed: 1 then, 2 now; ..."``: the first ``limit`` keys that differ."""
+    found = differences(before, after)
+    text = "; ".join(f"{key}: {a!r} then, {b!r} now" for key, a, b in found[:limit])
+    return text + (f"; and {len(found) - limit} more" if len(found) > limit else "")
+
+
 def mapping_settings(cls: type, prefix: str = "") -> frozenset[str]:
     """Dotted paths of the fields of ``cls`` (and its nested dataclasses) typed as dicts."""
     paths: set[str] = set()
@@ -302,5 +321,6 @@ def override_origins(text: str, label: str | None = None) -> Origins:
     return {text.split("=", 1)[0]: label or f"--set {text}"}
 
 
-__all__ = ["ConfigError", "build", "convert", "fail", "load_yaml", "merge", "nest",
+__all__ = ["ConfigError", "build", "convert", "describe_differences", "differences", "fail",
+           "load_yaml", "merge", "nest",
            "parse_override", "override_origins", "to_dict"]

@@ -269,7 +269,7 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     The experiment is stored in the study: resuming with a different one is an error
     rather than a silent mix of results.
     """
-    from dnas_core.config.validate import ConfigError
+    from dnas_core.config.validate import ConfigError, describe_differences
     from dnas_core.runner.study import default_storage
 
     run_dir = Path(run_dir)
@@ -277,8 +277,10 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     url = storage or default_storage(run_dir)
     studies = Studies(url, experiment, seed=seed)
     if studies.experiment.to_json() != experiment.to_json():
-        raise ConfigError(f"{url}: this study was made by another experiment; use another "
-                          f"--out or --storage, or the same settings to resume")
+        stored, now = json.loads(studies.experiment.to_json()), json.loads(experiment.to_json())
+        raise ConfigError(f"{url}: this study was made by another experiment "
+                          f"({describe_differences(stored, now)}); use another --out or "
+                          f"--storage, or the same settings to resume")
     coordinator = Coordinator(run_dir, studies, pool)
     coordinator.run()
     return coordinator.report()

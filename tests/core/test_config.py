@@ -159,3 +159,28 @@ def test_a_section_given_in_part_keeps_the_rest_of_its_default(toy_registry):
     spec = resolve(toy_registry, "toy", overrides=["search.arch_optimizer.lr=0.01"])
     arch = spec.settings.search.arch_optimizer
     assert (arch.name, arch.lr) == ("Adam", 0.01)  # not the plain OptimizerSettings' SGD
+
+
+# ----- refusals that say why (issue 10, item 9) ---------------------------------------------
+def test_rerunning_with_other_settings_names_each_key_and_both_values(tmp_path, toy_registry):
+    from dnas_core.config.runspec import check_same_run
+
+    saved = resolve(toy_registry, "toy").to_dict()
+    current = resolve(toy_registry, "toy", overrides=["seed=2", "search.cost.coef=0.5"]).to_dict()
+    check_same_run(saved, saved, tmp_path / "config.yaml")
+    with pytest.raises(ConfigError) as err:
+        check_same_run(saved, current, tmp_path / "config.yaml")
+    assert str(err.value) == (
+        f"{tmp_path / 'config.yaml'}: this run directory was made with other settings "
+        f"(search.cost.coef: 3e-06 then, 0.5 now; seed: 1 then, 2 now); use another --out, "
+        f"or the same settings to resume")
+
+
+def test_differences_reach_into_lists_of_keys_one_side_lacks():
+    from dnas_core.config.validate import describe_differences, differences
+
+    assert differences({"a": {"b": 1, "c": [1]}}, {"a": {"b": 1, "c": [2], "d": 3}}) == [
+        ("a.c", [1], [2]), ("a.d", None, 3)]
+    many = describe_differences({f"k{i}": 0 for i in range(10)}, {f"k{i}": 1 for i in range(10)},
+                                limit=2)
+    assert many == "k0: 0 then, 1 now; k1: 0 then, 1 now; and 8 more"
