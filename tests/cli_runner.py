@@ -6,7 +6,8 @@ Importing torch, optuna and the CLI costs ~2 s a process, which a table of a few
 bad inputs cannot afford. This process imports them once, then forks one child per case:
 the child changes to the case's directory, takes its environment (plugins are loaded
 there, not here: ``DNAS_PLUGINS`` and ``DNAS_PLUGIN_MODULES`` differ between cases) and
-runs the real entry point, ``dnas_cli.main:main``, with its stdout and stderr in files.
+runs the real entry point, ``dnas_cli.main:main``, with its stdout and stderr in files;
+a case still running after its ``timeout`` seconds is killed (exit code -14).
 An exception that escapes is printed as the interpreter would print it, so a traceback
 shows up on stderr exactly as in ``python -m dnas_cli.main``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -32,6 +34,8 @@ def _child(case: dict) -> None:
     os.dup2(out, 1)
     os.dup2(err, 2)
     sys.argv = ["dnas", *case["args"]]
+    # a bad input that is accepted starts a search: stop it (SIGALRM ends the child)
+    signal.alarm(int(case.get("timeout", 60)))
     code = 0
     try:
         dnas_cli.main.main()

@@ -75,11 +75,8 @@ class Coordinator:
                 frozen = self.studies.studies[name].get_trials(deepcopy=False)[claimed.number]
                 try:
                     job = self._job(name, frozen)
-                except UnsafeName as exc:  # a tampered storage: fail that trial, run nothing
-                    self.studies.storage.set_trial_user_attr(frozen._trial_id, "final", True)
-                    self.studies.storage.set_trial_user_attr(frozen._trial_id, "error",
-                                                             f"refused: {exc}")
-                    self.studies.studies[name].tell(frozen.number, state=TrialState.FAIL)
+                except UnsafeName as exc:
+                    self._refuse(name, frozen, exc)
                     return None
                 self.running[job.key] = (name, frozen)
                 return job
@@ -180,10 +177,20 @@ class Coordinator:
         if name == ARCHITECTURES:
             self._top_up_random()
 
+    def _refuse(self, name: str, trial: FrozenTrial, exc: UnsafeName) -> None:
+        """A trial whose ids in the storage were tampered with fails; nothing runs."""
+        self.studies.storage.set_trial_user_attr(trial._trial_id, "final", True)
+        self.studies.storage.set_trial_user_attr(trial._trial_id, "error", f"refused: {exc}")
+        self.studies.studies[name].tell(trial.number, state=TrialState.FAIL)
+
     def recover(self) -> None:
         """Finish what a dead worker left RUNNING: record a written result, else rerun."""
         for name, trial in self.studies.orphans():
-            path = result_path(self.run_dir, trial)
+            try:
+                path = result_path(self.run_dir, trial)
+            except UnsafeName as exc:
+                self._refuse(name, trial, exc)
+                continue
             if path.exists():
                 self._record(name, trial, json.loads(path.read_text()))
             else:

@@ -80,3 +80,20 @@ def test_an_architecture_from_a_crafted_space_is_not_saved_outside(tmp_path):
     assert _everything(tmp_path) == []
     good = Architecture("toy", "toy", {}, {"op": "mlp"}).save(directory)
     assert good.parent == directory and good.name == f"toy-{good.stem[-10:]}.json"
+
+
+def test_recovering_a_tampered_orphan_fails_it_and_writes_nothing(studies, tmp_path):
+    import socket
+    import subprocess
+
+    run_dir, studies = studies
+    trial = studies.trials(SUPERNETS)[0]
+    studies.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _tamper(studies, SUPERNETS, key=CRAFTED, owner=f"{socket.gethostname()}:{dead.pid}")
+    before = _everything(tmp_path)
+    Coordinator(run_dir, studies, PoolSettings(["cpu"])).recover()
+    trial = studies.trials(SUPERNETS)[0]
+    assert trial.state == TrialState.FAIL and "refusing key" in trial.user_attrs["error"]
+    assert _everything(tmp_path) == before
