@@ -122,6 +122,10 @@ CASES = [
          ["exp.yaml line 7 (grid value 'Adamm'): train.optimizer.name: unknown optimizer"],
          files={"exp.yaml": EXPERIMENT + "architectures:\n  grid:\n"
                                          "    train.optimizer.name: [Adam, Adamm]\n"}),
+    Case("range-end-bad", ["search", "-e", "exp.yaml", "-o", OUT],
+         ["exp.yaml line 5 (grid value 0): train.eval_batch_size: must be at least 1, got 0"],
+         files={"exp.yaml": "plugin: toy\narchitectures:\n  n_trials: 3\n  grid:\n"
+                            "    train.eval_batch_size: {low: 0, high: 64, integer: true}\n"}),
     Case("mlp-size-options-empty", dlrm("domain.mlp_size_options=[]"),
          ["--set domain.mlp_size_options=[]: domain.mlp_size_options: must be positive"],
          modules="", plugins="dlrm"),

@@ -70,6 +70,13 @@ class Stage:
         keys = sorted(lists)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))]
 
+    def range_ends(self) -> list[dict[str, Any]]:
+        """Each range's low and high on their own: the values checked for a sampled
+        parameter before its trials are drawn."""
+        return [{key: int(end) if values.integer else end}
+                for key, values in sorted(self.grid.items()) if isinstance(values, Range)
+                for end in (values.low, values.high)]
+
     def trial_count(self) -> int:
         return (self.n_trials or 0) if self.sampled else len(self.grid_points())
 
@@ -150,8 +157,9 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
     """The experiment a ``dnas search`` command describes, validated before anything runs.
 
     Without an experiment file it is one supernet and one training per architecture.
-    Every grid point of both stages is resolved once here, so a misspelt key or a bad
-    value fails at once, naming itself, instead of inside a trial hours later.
+    Every grid point of both stages (and both ends of every range) is resolved and
+    checked once here, so a misspelt key or a bad value fails at once, naming itself,
+    instead of inside a trial hours later.
     """
     from dnas_core.config.runspec import resolve
     from dnas_core.runner.preflight import check_runnable
@@ -183,8 +191,9 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
     check_runnable(base)
     plan.plugin = base.domain.name
     first = plan.supernets.grid_points()[:1] or [{}]
-    for point in plan.supernets.grid_points() + [
-            {**first[0], **p} for p in plan.architectures.grid_points()]:
+    for point in plan.supernets.grid_points() + plan.supernets.range_ends() + [
+            {**first[0], **p} for p in
+            plan.architectures.grid_points() + plan.architectures.range_ends()]:
         where = {**labels, **{key: _grid_label(origins, key, value, experiment)
                               for key, value in point.items()}}
         check_runnable(resolve(registry, plan.plugin,

@@ -62,3 +62,16 @@ def test_a_gpu_that_is_not_there_is_refused(monkeypatch):
     check_available(["0", "1", "cpu", "GPU-6f3c"])
     with pytest.raises(ValueError, match=r"GPU 7 is not visible here \(visible: 0, 1\)"):
         check_available(["0", "7"])
+
+
+def test_both_ends_of_a_sampled_range_are_checked(tmp_path, toy_registry):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("plugin: toy\narchitectures:\n  n_trials: 3\n  grid:\n"
+                   "    train.eval_batch_size: {low: 0, high: 64, integer: true}\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml line 5 \(grid value 0\): "
+                                          r"train.eval_batch_size: must be at least 1, got 0"):
+        plan_experiment(toy_registry, experiment=exp)
+    exp.write_text("plugin: toy\narchitectures:\n  n_trials: 3\n  grid:\n"
+                   "    train.eval_batch_size: {low: 1, high: 64, integer: true}\n")
+    assert plan_experiment(toy_registry, experiment=exp).architectures.range_ends() == [
+        {"train.eval_batch_size": 1}, {"train.eval_batch_size": 64}]
