@@ -140,8 +140,9 @@ CASES = [
          ["exp.yaml: not a YAML file: byte 0 is not UTF-8 text"],
          files={"exp.yaml": b"\xff\xd8\xff\xe0JFIF"}),
     Case("float-without-dot-accepted", toy(more=("-c", "run.yaml")),
-         ["run.yaml line 4: seed: expected an integer, got 'x'"],  # coef: 3e-6 passed
-         files={"run.yaml": "search:\n  cost:\n    coef: 3e-6\nseed: x\n"}),
+         # train is checked after search: this error means coef: 3e-6 was read as a number
+         ["run.yaml line 5: train.epochs: expected an integer, got 'x'"],
+         files={"run.yaml": "search:\n  cost:\n    coef: 3e-6\ntrain:\n  epochs: x\n"}),
     Case("grid-value-blames-its-line", ["search", "-e", "exp.yaml", "-o", OUT],
          ["exp.yaml line 4 (grid value 'nope'): search.cost.coef: expected a number"],
          files={"exp.yaml": "plugin: toy\nsupernets:\n  grid:\n    search.cost.coef: [1, nope]\n"}),
