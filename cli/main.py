@@ -35,7 +35,8 @@ def pool_options(command):
     """The trial-pool options shared by ``search`` and ``worker``."""
     command = click.option("--devices", default="auto", show_default=True,
                            help="GPU ids (e.g. 0,1), 'auto' for all visible GPUs, or cpu.")(command)
-    command = click.option("--jobs-per-device", default=1, show_default=True, type=int,
+    command = click.option("--jobs-per-device", default=1, show_default=True,
+                           type=click.IntRange(min=1),
                            help="Trials run at once on each device.")(command)
     command = click.option("--timeout", type=float,
                            help="Seconds after which a trial is killed and failed.")(command)
@@ -47,9 +48,16 @@ def pool_options(command):
 
 def _pool(devices: str, jobs_per_device: int, timeout: float | None,
           max_oom_retries: int = 2) -> Any:
+    """The pool's settings; ``--devices`` is checked here, before anything runs."""
+    from dnas_core.runner.devices import check_available, resolve_devices
     from dnas_core.runner.orchestrate import PoolSettings
 
     chosen: list[str] | str = devices if devices in ("auto", "cpu") else devices.split(",")
+    if chosen != "auto":
+        try:
+            check_available(resolve_devices(chosen))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--devices'") from None
     return PoolSettings(["cpu"] if chosen == "cpu" else chosen, jobs_per_device, timeout,
                         max_oom_retries)
 
@@ -211,6 +219,8 @@ def list_plugins(as_json: bool) -> None:
         click.echo(f"{info['name']} {version} ({info['distribution'] or 'local'}) {status}")
         for hook in info["hooks"]:
             click.echo(f"    {hook}")
+        for note in info["notes"]:
+            click.echo(f"    warning: {note}")
         for domain, presets in info["presets"].items():
             click.echo(f"  {domain} presets (--preset NAME):" if presets else
                        f"  {domain}: no presets")
@@ -254,15 +264,33 @@ def plugin_new(name: str, directory: Path) -> None:
     click.echo(f"created {target}; next: pip install -e {target} && dnas plugins")
 
 
+#: the core's own commands, which no plugin may replace
+CORE_COMMANDS = frozenset(cli.commands)
+
+
 def add_plugin_commands(group: click.Group) -> None:
     """Each plugin adds its commands on its own: one that fails is reported, the others
-    still get theirs."""
+    still get theirs. A plugin registers into a group of its own, whose commands are then
+    copied over: a name already taken (a core command, or another plugin's) is reserved,
+    so the clash is reported, noted for ``dnas plugins``, and that command is skipped."""
     for impl in registry().pm.hook.dnas_register_commands.get_hookimpls():
+        own = click.Group(name=group.name)
         try:
-            impl.function(cli=group)
+            impl.function(cli=own)
         except Exception as exc:  # noqa: BLE001 - a plugin's command must not break the CLI
             click.echo(f"warning: plugin {impl.plugin_name!r} failed to add its commands: "
                        f"{exc!r}", err=True)
+            continue
+        for name, command in own.commands.items():
+            if name in group.commands:
+                note = (f"command {name!r} not added: the name is taken by "
+                        f"{'a core command' if name in CORE_COMMANDS else 'another plugin'}")
+                click.echo(f"warning: plugin {impl.plugin_name!r}: {note}", err=True)
+                info = registry().plugins.get(impl.plugin_name)
+                if info is not None:
+                    info.notes.append(note)
+                continue
+            group.add_command(command, name)
 
 
 def add_after_run_commands(group: click.Group) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from dnas_core.config.validate import (
     ConfigError,
     Origins,
     build,
+    describe_differences,
+    differences,
     load_yaml,
     mapping_settings,
     merge,
@@ -35,6 +37,8 @@ class RunSpec:
     settings: RunSettings
     domain: Domain
     domain_settings: Any
+    #: where each key was set, for errors found after validation
+    origins: Origins = field(default_factory=dict)
 
     @property
     def space(self) -> str:
@@ -74,11 +78,13 @@ def _layer(data: dict[str, Any], origins: Origins, update: Mapping[str, Any],
 
 def resolve(registry: Registry, plugin: str | None, *, config: Path | None = None,
             preset: str | None = None, overrides: Sequence[str] = (),
-            values: Mapping[str, Any] | None = None, data_path: str | None = None) -> RunSpec:
+            values: Mapping[str, Any] | None = None, data_path: str | None = None,
+            value_origins: Mapping[str, str] | None = None) -> RunSpec:
     """Merge every configuration layer and validate the result.
 
     ``overrides`` are ``KEY=VALUE`` texts from the command line; ``values`` are the same
-    with typed values (e.g. an experiment trial's parameters), applied after them.
+    with typed values (e.g. an experiment trial's parameters), applied after them, and
+    ``value_origins`` says where each came from (an error then names that place).
     """
     data: dict[str, Any] = {}
     origins: Origins = {}
@@ -104,24 +110,21 @@ def resolve(registry: Registry, plugin: str | None, *, config: Path | None = Non
     for text in overrides:
         data = _layer(data, origins, parse_override(text), override_origins(text))
     for key, value in (values or {}).items():
-        data = _layer(data, origins, nest(key, value), override_origins(f"{key}={value!r}"))
+        data = _layer(data, origins, nest(key, value),
+                      override_origins(f"{key}={value!r}", (value_origins or {}).get(key)))
     if data_path is not None:
         data = merge(data, {"domain": {"data": {"path": data_path}}})
         origins.update(override_origins(f"domain.data.path={data_path}"))
     data["plugin"] = domain.name
     settings = build(RunSettings, data, origins=origins)
     domain_settings: Any = build(domain.settings_type, settings.domain, "domain", origins)
-    return RunSpec(settings, domain, domain_settings)
+    return RunSpec(settings, domain, domain_settings, origins)
 
 
-def check_same_run(saved: Mapping[str, Any], current: Mapping[str, Any], where: Path,
-                   path: str = "") -> None:
-    """Refuse to continue a run directory with different settings (it would mix results)."""
-    for key in sorted(set(saved) | set(current)):
-        here = f"{path}.{key}" if path else str(key)
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            check_same_run(a, b, where, here)
-        elif a != b:
-            raise ConfigError(f"{where}: this run directory was made with {here}={a!r}, not "
-                              f"{b!r}; use another --out, or the same settings to resume")
+def check_same_run(saved: Mapping[str, Any], current: Mapping[str, Any], where: Path) -> None:
+    """Refuse to continue a run directory with different settings (it would mix results),
+    naming every key that differs and both its values."""
+    if differences(saved, current):
+        raise ConfigError(f"{where}: this run directory was made with other settings "
+                          f"({describe_differences(saved, current)}); use another --out, "
+                          f"or the same settings to resume")

@@ -114,6 +114,9 @@ class SearchSettings:
         _check_batch(self.batch_size)
         if self.init_temperature <= 0:
             raise ValueError("init_temperature must be positive")
+        if not self.arch_sampling:
+            raise ValueError("arch_sampling must name at least one amount of architecture "
+                             "epochs (e.g. {4: 4}), or no architecture is ever sampled")
         if any(n < 1 for n in self.arch_sampling.values()):
             raise ValueError("arch_sampling counts must be at least 1")
 
@@ -161,6 +164,8 @@ class TrainSettings:
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         _check_batch(self.batch_size)
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be at least 1 or null, got {self.patience}")
 
@@ -175,3 +180,13 @@ class RunSettings:
     search: SearchSettings = field(default_factory=SearchSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     domain: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import torch  # here: the settings themselves need no torch
+
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"device must be 'auto' or a torch device such as 'cpu', "
+                                 f"'cuda' or 'cuda:1', got {self.device!r}") from None

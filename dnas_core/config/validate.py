@@ -8,6 +8,8 @@ fix the input without reading code. Inner code only ever sees typed dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +46,8 @@ def _describe(tp: Any) -> str:
             Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _fail(path: str, origins: Origins, message: str) -> ConfigError:
+def fail(path: str, origins: Origins, message: str) -> ConfigError:
+    """The error for key ``path``, prefixed with where that key (or its section) was set."""
     where = origins.get(path) or next(
         (origins[p] for p in sorted(origins, key=len, reverse=True)
          if path.startswith(p + ".")), None)
@@ -62,6 +65,15 @@ def _numeric_key(tp: Any, key: Any) -> Any:
     return key
 
 
+def _shaped_like(tp: Any, value: Any) -> bool:
+    """Whether ``value`` is a mapping where ``tp`` is one (a dataclass or a dict), or a
+    list where ``tp`` is one: then it was meant as ``tp``, and ``tp``'s error is the one
+    to report (say ``low`` above ``high`` in a range), not "expected one of ..."."""
+    if dataclasses.is_dataclass(tp) or get_origin(tp) in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return get_origin(tp) in (list, tuple) and isinstance(value, (list, tuple))
+
+
 def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> Any:
     """Check ``value`` against the type annotation ``tp`` and convert it."""
     origins = origins or {}
@@ -71,29 +83,33 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
     if dataclasses.is_dataclass(tp):
         return build(cast(Any, tp), value, path, origins)
     if origin in (Union, types.UnionType):
+        errors: list[ConfigError] = []
         for option in get_args(tp):
             try:
                 return convert(option, value, path, origins)
-            except ConfigError:
-                continue
-        raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+            except ConfigError as exc:
+                if _shaped_like(option, value):
+                    errors.append(exc)
+        if len(errors) == 1:  # the value has the one option's shape: its error says why
+            raise errors[0]
+        raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
-        raise _fail(path, origins, f"expected null, got {value!r}")
+        raise fail(path, origins, f"expected null, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+        raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+            raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
         item = get_args(tp)[0]
         items = [convert(item, v, f"{path}[{i}]", origins) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise _fail(path, origins, f"expected a mapping, got {value!r}")
+            raise fail(path, origins, f"expected a mapping, got {value!r}")
         key_t, val_t = get_args(tp) or (Any, Any)
         return {convert(key_t, _numeric_key(key_t, k), f"{path}.{k}", origins):
                 convert(val_t, v, f"{path}.{k}", origins) for k, v in value.items()}
@@ -105,13 +121,15 @@ def convert(tp: Any, value: Any, path: str, origins: Origins | None = None) -> A
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isnan(value):
+                raise fail(path, origins, "expected a number, got NaN")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise _fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
+    raise fail(path, origins, f"expected {_describe(tp)}, got {value!r}")
 
 
 def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = None) -> T:
@@ -120,25 +138,36 @@ def build(cls: type[T], data: Any, path: str = "", origins: Origins | None = Non
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise _fail(path, origins, f"expected a mapping, got {data!r}")
+        raise fail(path, origins, f"expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = f"{path}.{unknown[0]}" if path else str(unknown[0])
-        raise _fail(key, origins, f"unknown key; expected one of {', '.join(sorted(fields))}")
+        raise fail(key, origins, f"unknown key; expected one of {', '.join(sorted(fields))}")
     kwargs = {}
     for name, field in fields.items():
         key = f"{path}.{name}" if path else name
         if name in data:
-            kwargs[name] = convert(hints[name], data[name], key, origins)
+            value = data[name]
+            if isinstance(value, Mapping) and dataclasses.is_dataclass(hints[name]) and \
+                    field.default_factory is not dataclasses.MISSING:
+                # a section given in part keeps the rest of *this* field's default (the
+                # arch optimizer is Adam: setting its lr must not make it the type's SGD)
+                value = {**to_dict(field.default_factory()), **value}
+            kwargs[name] = convert(hints[name], value, key, origins)
         elif field.default is dataclasses.MISSING and \
                 field.default_factory is dataclasses.MISSING:
-            raise _fail(key, origins, f"missing required key ({_describe(hints[name])})")
+            raise fail(key, origins, f"missing required key ({_describe(hints[name])})")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ checks
-        raise _fail(path, origins, str(exc)) from exc
+        # "lr must be positive": the message starts with the field it is about, so the
+        # error names that key (and where it was set), not the whole section
+        first, _, rest = str(exc).partition(" ")
+        if first not in fields or not rest:
+            raise fail(path, origins, str(exc)) from exc
+        raise fail(f"{path}.{first}" if path else first, origins, rest) from exc
 
 
 def to_dict(obj: Any) -> Any:
@@ -161,16 +190,42 @@ def _walk(node: yaml.Node, prefix: str, label: str, origins: Origins) -> None:
             _walk(value_node, key, label, origins)
 
 
+class Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML would keep
+    the last silently) and reads ``3e-6`` as a number (YAML 1.1 wants ``3.0e-6``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                                f"remove one", key_node.start_mark)
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def load_yaml(path: Path) -> tuple[dict[str, Any], Origins]:
-    """Read a YAML mapping with ``safe_load``, remembering the line of every key."""
+    """Read a YAML mapping with :class:`Loader`, remembering the line of every key."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a YAML file: byte {exc.start} is not UTF-8 text") \
+            from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+        node = yaml.compose(text, Loader=Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -204,6 +259,25 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any],
     return out
 
 
+def differences(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """The dotted keys at which two settings trees differ, with both values (a key one
+    tree lacks has the value None there)."""
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(before) | set(after), key=str):
+            here = f"{path}.{key}" if path else str(key)
+            out += differences(before.get(key), after.get(key), here)
+        return out
+    return [] if before == after else [(path or "<root>", before, after)]
+
+
+def describe_differences(before: Any, after: Any, limit: int = 8) -> str:
+    """``"seed: 1 then, 2 now; ..."``: the first ``limit`` keys that differ."""
+    found = differences(before, after)
+    text = "; ".join(f"{key}: {a!r} then, {b!r} now" for key, a, b in found[:limit])
+    return text + (f"; and {len(found) - limit} more" if len(found) > limit else "")
+
+
 def mapping_settings(cls: type, prefix: str = "") -> frozenset[str]:
     """Dotted paths of the fields of ``cls`` (and its nested dataclasses) typed as dicts."""
     paths: set[str] = set()
@@ -226,7 +300,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = yaml.load(raw, Loader=Loader) if raw else ""  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML") from exc
     return nest(key, value)
@@ -239,11 +313,14 @@ def nest(dotted_key: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def override_origins(text: str) -> Origins:
-    key = text.split("=", 1)[0]
-    parts = key.split(".")
-    return {".".join(parts[:i + 1]): f"--set {text}" for i in range(len(parts))}
+def override_origins(text: str, label: str | None = None) -> Origins:
+    """The origin of the key a ``KEY=VALUE`` text sets (``label``, else ``--set TEXT``).
+
+    Only that key: the sections above it keep their own origins, so an error about a
+    sibling key never blames this override."""
+    return {text.split("=", 1)[0]: label or f"--set {text}"}
 
 
-__all__ = ["ConfigError", "build", "convert", "load_yaml", "merge", "nest", "parse_override",
-           "override_origins", "to_dict"]
+__all__ = ["ConfigError", "build", "convert", "describe_differences", "differences", "fail",
+           "load_yaml", "merge", "nest",
+           "parse_override", "override_origins", "to_dict"]

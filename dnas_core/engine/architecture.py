@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnas_core.engine.paths import ARCH_ID, checked, inside
+
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
@@ -49,8 +51,11 @@ class Architecture:
         return arch
 
     def save(self, directory: Path) -> Path:
+        """Write ``<directory>/<arch_id>.json``; the id is checked first, as the record may
+        have come from a shared storage (its space is part of the id)."""
+        name = checked(self.arch_id, ARCH_ID, "architecture id")
+        path = inside(directory, directory / f"{name}.json")
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.arch_id}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
         tmp.replace(path)

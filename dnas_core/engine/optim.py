@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dnas_core.config.settings import OptimizerSettings
-from dnas_core.config.validate import ConfigError
+from dnas_core.config.validate import ConfigError, Origins, fail
 
 # Optimizers whose step() accepts sparse gradients (embedding tables with sparse=True).
 SPARSE_CAPABLE = {"SGD", "SparseAdam", "Adagrad"}
@@ -21,15 +21,35 @@ SPARSE_CAPABLE = {"SGD", "SparseAdam", "Adagrad"}
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
-def optimizer_class(name: str, where: str) -> type[torch.optim.Optimizer]:
+def optimizer_class(name: str, where: str,
+                    origins: Origins | None = None) -> type[torch.optim.Optimizer]:
     cls = getattr(torch.optim, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) \
+            or cls is torch.optim.Optimizer:
         known = sorted(n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
                        and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
                        and n != "Optimizer")
-        raise ConfigError(f"{where}: unknown optimizer {name!r}; expected one of "
-                          f"{', '.join(known)}")
+        raise fail(where, origins or {}, f"unknown optimizer {name!r}; expected one of "
+                                         f"{', '.join(known)}")
     return cls
+
+
+def check_optimizer(settings: OptimizerSettings, where: str, origins: Origins) -> None:
+    """Build each optimizer these settings name (the base one and every group's) over a
+    dummy parameter, so an unknown name or an argument it does not take fails when the
+    run is planned, not after a supernet has trained."""
+    parts = [(where, settings.name, settings.lr, settings.args)] + [
+        (f"{where}.groups.{group}", o.optimizer or settings.name,
+         settings.lr if o.lr is None else o.lr, settings.args if o.args is None else o.args)
+        for group, o in settings.groups.items()]
+    for path, name, lr, args in parts:
+        cls: Any = optimizer_class(
+            name, f"{path}.optimizer" if path != where else f"{where}.name", origins)
+        try:
+            cls([nn.Parameter(torch.zeros(1))], lr=lr, **args)
+        except (TypeError, ValueError) as exc:
+            raise fail(f"{path}.args", origins, f"{name} refuses these arguments "
+                                                f"({args}): {exc}") from None
 
 
 class OptimizerSet:

@@ -40,10 +40,13 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)
     error: str | None = None
+    #: problems that did not stop the plugin, e.g. a command it may not add
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "distribution": self.distribution,
-                "hooks": self.hooks, "domains": self.domains, "error": self.error}
+                "hooks": self.hooks, "domains": self.domains, "error": self.error,
+                "notes": self.notes}
 
 
 def _spec_names() -> set[str]:

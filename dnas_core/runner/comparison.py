@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from dnas_core.engine.paths import inside
+
 NOISE_Z = 2.0
 
 
@@ -108,10 +110,10 @@ def paired_se(baseline: Entry, searched: Entry, run_dir: Path) -> float | None:
     """Standard error of the difference of two test losses from their per-row losses."""
     if not (baseline.row_losses and searched.row_losses and searched.test_rows):
         return None
-    try:
-        a = np.load(run_dir / baseline.row_losses).astype(np.float64)
-        b = np.load(run_dir / searched.row_losses).astype(np.float64)
-    except (OSError, ValueError):
+    try:  # the paths come from the storage: read only inside the run directory
+        a = np.load(inside(run_dir, run_dir / baseline.row_losses)).astype(np.float64)
+        b = np.load(inside(run_dir, run_dir / searched.row_losses)).astype(np.float64)
+    except (OSError, ValueError):  # UnsafeName is a ValueError
         return None
     if a.shape != b.shape or a.size < 2 or baseline.test_rows != searched.test_rows:
         return None

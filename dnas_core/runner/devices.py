@@ -105,6 +105,16 @@ def resolve_devices(devices: Sequence[str] | str) -> list[str]:
     return out
 
 
+def check_available(devices: Sequence[str]) -> None:
+    """Refuse a GPU index this machine does not show (a typo such as ``--devices 7`` on a
+    four-GPU machine would otherwise fail every trial). UUIDs are left to CUDA."""
+    visible = visible_gpus()
+    for device in devices:
+        if device != CPU and device.isdigit() and device not in visible:
+            raise ValueError(f"GPU {device} is not visible here (visible: "
+                             f"{', '.join(visible) or 'none'}); use 'auto' or cpu")
+
+
 def free_memory_mb(gpus: Sequence[str]) -> dict[str, float]:
     """Free memory (MiB) of each GPU in ``gpus`` that ``nvidia-smi`` can see.
 

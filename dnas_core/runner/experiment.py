@@ -17,7 +17,14 @@ from typing import Any, Literal
 
 import optuna
 
-from dnas_core.config.validate import ConfigError, build, load_yaml, parse_override, to_dict
+from dnas_core.config.validate import (
+    ConfigError,
+    Origins,
+    build,
+    load_yaml,
+    parse_override,
+    to_dict,
+)
 
 
 @dataclass
@@ -31,7 +38,7 @@ class Range:
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            raise ValueError(f"low must be below high, got low={self.low} and high={self.high}")
         if self.log and self.low <= 0:
             raise ValueError("a log range needs low > 0")
 
@@ -62,6 +69,13 @@ class Stage:
         lists = {k: v for k, v in self.grid.items() if isinstance(v, list)}
         keys = sorted(lists)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))]
+
+    def range_ends(self) -> list[dict[str, Any]]:
+        """Each range's low and high on their own: the values checked for a sampled
+        parameter before its trials are drawn."""
+        return [{key: int(end) if values.integer else end}
+                for key, values in sorted(self.grid.items()) if isinstance(values, Range)
+                for end in (values.low, values.high)]
 
     def trial_count(self) -> int:
         return (self.n_trials or 0) if self.sampled else len(self.grid_points())
@@ -125,7 +139,8 @@ def params_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def load_experiment(path: Path) -> Experiment:
+def load_experiment(path: Path) -> tuple[Experiment, Origins]:
+    """The experiment in ``path`` and where each of its keys was read from."""
     data, origins = load_yaml(path)
     experiment = build(Experiment, data, origins=origins)
     if experiment.config is not None:
@@ -133,7 +148,7 @@ def load_experiment(path: Path) -> Experiment:
         if not config.is_file():
             raise ConfigError(f"{origins.get('config', path)}: config: no file {config}")
         experiment.config = str(config.resolve())
-    return experiment
+    return experiment, origins
 
 
 def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | None = None,
@@ -142,12 +157,18 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
     """The experiment a ``dnas search`` command describes, validated before anything runs.
 
     Without an experiment file it is one supernet and one training per architecture.
-    Every grid point of both stages is resolved once here, so a misspelt key or a bad
-    value fails at once, naming itself, instead of inside a trial hours later.
+    Every grid point of both stages (and both ends of every range) is resolved and
+    checked once here, so a misspelt key or a bad value fails at once, naming itself,
+    instead of inside a trial hours later.
     """
     from dnas_core.config.runspec import resolve
+    from dnas_core.runner.preflight import check_runnable
 
-    plan = load_experiment(experiment) if experiment else Experiment(plugin=plugin or "")
+    plan, origins = load_experiment(experiment) if experiment else \
+        (Experiment(plugin=plugin or ""), {})
+    # where each value came from, so that an error blames the line that set it
+    labels = {key: f"{origins[f'set.{key}']} (set.{key})" for key in plan.set
+              if f"set.{key}" in origins}
     if experiment and plugin and registry.domain(plugin).name != registry.domain(plan.plugin).name:
         raise ConfigError(f"{experiment}: plugin: the experiment is for {plan.plugin!r}, "
                           f"not {plugin!r}")
@@ -161,15 +182,29 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
         for part in key.split("."):
             value = value[part]
         plan.set[key] = value
+        labels[key] = f"--set {text}"
     if data_path is not None:
         plan.data_path = str(Path(data_path).resolve())
     base = resolve(registry, plan.plugin or None,
                    config=Path(plan.config) if plan.config else None, preset=plan.preset,
-                   values=plan.set, data_path=plan.data_path)
+                   values=plan.set, data_path=plan.data_path, value_origins=labels)
+    check_runnable(base)
     plan.plugin = base.domain.name
     first = plan.supernets.grid_points()[:1] or [{}]
-    for point in plan.supernets.grid_points() + [
-            {**first[0], **p} for p in plan.architectures.grid_points()]:
-        resolve(registry, plan.plugin, config=Path(plan.config) if plan.config else None,
-                preset=plan.preset, values={**plan.set, **point}, data_path=plan.data_path)
+    for point in plan.supernets.grid_points() + plan.supernets.range_ends() + [
+            {**first[0], **p} for p in
+            plan.architectures.grid_points() + plan.architectures.range_ends()]:
+        where = {**labels, **{key: _grid_label(origins, key, value, experiment)
+                              for key, value in point.items()}}
+        check_runnable(resolve(registry, plan.plugin,
+                               config=Path(plan.config) if plan.config else None,
+                               preset=plan.preset, values={**plan.set, **point},
+                               data_path=plan.data_path, value_origins=where))
     return plan
+
+
+def _grid_label(origins: Origins, key: str, value: Any, experiment: Path | None) -> str:
+    """Where a grid point's value was written: the experiment file's line of that key."""
+    line = next((origins[f"{stage}.grid.{key}"] for stage in ("supernets", "architectures")
+                 if f"{stage}.grid.{key}" in origins), str(experiment))
+    return f"{line} (grid value {value!r})"

@@ -25,6 +25,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.paths import UnsafeName
 from dnas_core.runner.comparison import (
     Entry,
     Verdict,
@@ -79,7 +80,11 @@ class Coordinator:
             claimed = self.studies.claim(name)
             if claimed is not None:
                 frozen = self.studies.studies[name].get_trials(deepcopy=False)[claimed.number]
-                job = self._job(name, frozen)
+                try:
+                    job = self._job(name, frozen)
+                except UnsafeName as exc:
+                    self._refuse(name, frozen, exc)
+                    return None
                 self.running[job.key] = (name, frozen)
                 return job
         self._next_claim = time.monotonic() + CLAIM_INTERVAL
@@ -180,10 +185,20 @@ class Coordinator:
         if name == ARCHITECTURES:
             self._top_up_random()
 
+    def _refuse(self, name: str, trial: FrozenTrial, exc: UnsafeName) -> None:
+        """A trial whose ids in the storage were tampered with fails; nothing runs."""
+        self.studies.storage.set_trial_user_attr(trial._trial_id, "final", True)
+        self.studies.storage.set_trial_user_attr(trial._trial_id, "error", f"refused: {exc}")
+        self.studies.studies[name].tell(trial.number, state=TrialState.FAIL)
+
     def recover(self) -> None:
         """Finish what a dead worker left RUNNING: record a written result, else rerun."""
         for name, trial in self.studies.orphans():
-            path = result_path(self.run_dir, trial)
+            try:
+                path = result_path(self.run_dir, trial)
+            except UnsafeName as exc:
+                self._refuse(name, trial, exc)
+                continue
             if path.exists():
                 self._record(name, trial, json.loads(path.read_text()))
             else:
@@ -275,7 +290,7 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     The experiment is stored in the study: resuming with a different one is an error
     rather than a silent mix of results.
     """
-    from dnas_core.config.validate import ConfigError
+    from dnas_core.config.validate import ConfigError, describe_differences
     from dnas_core.runner.study import default_storage
 
     run_dir = Path(run_dir)
@@ -283,8 +298,10 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     url = storage or default_storage(run_dir)
     studies = Studies(url, experiment, seed=seed)
     if studies.experiment.to_json() != experiment.to_json():
-        raise ConfigError(f"{url}: this study was made by another experiment; use another "
-                          f"--out or --storage, or the same settings to resume")
+        stored, now = json.loads(studies.experiment.to_json()), json.loads(experiment.to_json())
+        raise ConfigError(f"{url}: this study was made by another experiment "
+                          f"({describe_differences(stored, now)}); use another --out or "
+                          f"--storage, or the same settings to resume")
     coordinator = Coordinator(run_dir, studies, pool)
     coordinator.run()
     return coordinator.report()

@@ -21,6 +21,7 @@ from dnas_core.runner.pipeline import (
     test_architecture,
     train_architecture,
 )
+from dnas_core.runner.preflight import check_runnable
 from dnas_core.runner.worker import write_result
 
 
@@ -51,6 +52,7 @@ def train_one(registry: Registry, spec: RunSpec, arch_path: Path, out: Path,
               progress: bool = True) -> dict[str, Any]:
     """Train ``arch_path``'s architecture under ``spec`` in ``out``; returns its row (also
     written to ``out/result.json``)."""
+    check_runnable(spec)
     arch = load_architecture(arch_path, spec)
     prepare_run_dir(spec, out)
     built = build_data(registry, spec)

@@ -23,6 +23,7 @@ import torch
 
 from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.paths import ARCH_ID, PARAMS_KEY, checked, inside
 from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
 from dnas_core.runner.jobs import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED
@@ -33,14 +34,22 @@ from dnas_core.runner.study import Studies
 def trial_dir(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:
     """Named by the parameters, not the trial number: a retried trial finds the
     checkpoints of the attempt before it and continues from them."""
-    return trial_dir_of(run_dir, trial.user_attrs)
+    return trial_dir_of(run_dir, trial.user_attrs, trial.number)
 
 
-def trial_dir_of(run_dir: Path, attrs: dict[str, Any]) -> Path:
-    """:func:`trial_dir` from the trial's user attributes (as ``dnas export`` reads them)."""
+def trial_dir_of(run_dir: Path, attrs: dict[str, Any], number: int | None = None) -> Path:
+    """:func:`trial_dir` from the trial's user attributes (as ``dnas export`` reads them).
+
+    The ids come from the storage, which others may write: only validated ids name the
+    directory, and it must lie inside the run directory (else :class:`UnsafeName`)."""
+    where = f"trial {number}" if number is not None else "the trial"
+    key = checked(attrs.get("key"), PARAMS_KEY, f"key of {where}")
     if attrs.get("kind") == "arch":
-        return run_dir / "trials" / f"arch-{attrs['arch_id']}-{attrs['key']}"
-    return run_dir / "trials" / f"supernet-{attrs['key']}"
+        arch_id = checked(attrs.get("arch_id"), ARCH_ID, f"arch_id of {where}")
+        name = f"arch-{arch_id}-{key}"
+    else:
+        name = f"supernet-{key}"
+    return inside(run_dir, run_dir / "trials" / name)
 
 
 def result_path(run_dir: Path, trial: optuna.trial.FrozenTrial) -> Path:

@@ -122,7 +122,7 @@ def test_hooks_ignore_other_domains():
 def test_settings_are_validated_by_the_core_loader():
     settings = build(CnnSettings, {"kernels": [3, 5], "random": {"images": 100}}, "domain")
     assert settings.kernels == [3, 5] and settings.random.images == 100
-    with pytest.raises(ConfigError, match="domain: kernels must be odd"):
+    with pytest.raises(ConfigError, match="domain.kernels: must be odd"):
         build(CnnSettings, {"kernels": [3, 4]}, "domain")
     with pytest.raises(ConfigError, match="domain.dataset"):
         build(CnnSettings, {"dataset": "imagenet"}, "domain")

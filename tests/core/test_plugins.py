@@ -1,9 +1,12 @@
 """Plugins found through real entry points of an installed test distribution."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +113,25 @@ def test_duplicate_domain_is_rejected(installed, monkeypatch):
 def test_empty_filter_loads_nothing(monkeypatch):
     monkeypatch.setenv("DNAS_PLUGINS", "")
     assert make_registry().plugins == {}
+
+
+def _dnas(*args, modules="tests.core.clash_plugin"):
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DNAS_PLUGINS": "", "DNAS_PLUGIN_MODULES": modules,
+           "PYTHONPATH": str(root)}
+    return subprocess.run([sys.executable, "-m", "dnas_cli.main", *args], capture_output=True,
+                          text=True, env=env, cwd=root, timeout=120)
+
+
+def test_a_plugin_cannot_replace_a_core_command():
+    done = _dnas("search", "--help")
+    assert done.returncode == 0
+    assert "HIJACKED" not in done.stdout and "--experiment" in done.stdout
+    assert ("warning: plugin 'tests.core.clash_plugin': command 'search' not added: the name "
+            "is taken by a core command") in done.stderr
+    assert _dnas("hello").stdout == "hello from the plugin\n"  # its other command is added
+    listed = _dnas("plugins")
+    assert "warning: command 'search' not added" in listed.stdout
+    infos = json.loads(_dnas("plugins", "--json").stdout)
+    assert infos[0]["notes"] == ["command 'search' not added: the name is taken by a core "
+                                 "command"]

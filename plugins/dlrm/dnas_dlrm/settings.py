@@ -58,6 +58,8 @@ class DlrmSettings:
             raise ValueError("emb_dim_options must be positive integers")
         if any(not 0 < f <= 1 for f in self.emb_card_options) or not self.emb_card_options:
             raise ValueError("emb_card_options must be fractions in (0, 1]")
+        if any(m < 1 for m in self.mlp_size_options) or not self.mlp_size_options:
+            raise ValueError("mlp_size_options must be positive integers")
         if self.mlp_max_layers < 1:
             raise ValueError("mlp_max_layers must be at least 1")
 

@@ -1,0 +1,41 @@
+"""Checks that need more than the settings' own types, run when a run is planned.
+
+The settings dataclasses check each value on its own; what is left is whether the whole
+can run: the search plan (warm-up, epochs, alternation, when architectures are sampled),
+whether ``torch.optim`` has each named optimizer and takes its arguments, and whether the
+configured device exists here. All are cheap, so every grid point of an experiment is
+checked before its first trial starts instead of failing inside a trial after the
+supernet has trained.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dnas_core.config.runspec import RunSpec
+from dnas_core.config.validate import fail
+from dnas_core.engine.optim import check_optimizer
+from dnas_core.engine.schedules import plan_chunks
+
+
+def check_runnable(spec: RunSpec) -> None:
+    """Raise a :class:`ConfigError` naming the key (and where it was set) if ``spec``'s
+    search plan or optimizers cannot be built."""
+    search = spec.settings.search
+    try:
+        plan_chunks(search.warmup_epochs, search.total_epochs, search.alternate_every,
+                    search.arch_sampling)
+    except ValueError as exc:  # "search.total_epochs must be positive": the key comes first
+        key, _, rest = str(exc).partition(" ")
+        raise fail(key.rstrip(":"), spec.origins, rest) from None
+    for where, settings in (("search.weights_optimizer", search.weights_optimizer),
+                            ("search.arch_optimizer", search.arch_optimizer),
+                            ("train.optimizer", spec.settings.train.optimizer)):
+        check_optimizer(settings, where, spec.origins)
+    device = spec.settings.device
+    if device != "auto" and torch.device(device).type == "cuda":
+        index = torch.device(device).index or 0
+        count = torch.cuda.device_count()  # asks the driver; creates no CUDA context
+        if index >= count:
+            raise fail("device", spec.origins, f"{device!r} is not available here: this "
+                                               f"machine has {count} visible CUDA GPU(s)")

@@ -1,0 +1,217 @@
+"""Bad inputs through the real command line (issue 10).
+
+Each row of ``CASES`` runs ``python -m dnas_cli.main`` in a fresh working directory that
+holds only the case's input files, and must end with: a non-zero exit, a message naming
+the offending key, file or line, no Python traceback, and nothing created or removed in
+the working directory (for a validation error the ``--out`` directory is never made).
+
+All rows run when the module starts, each in a process forked from one that imported
+the CLI once (:mod:`tests.cli_runner`); the tests then check one row each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = "tests.core.toy_plugin"
+OUT = "out"  # every case's --out, relative to its working directory
+
+
+@dataclass
+class Case:
+    name: str
+    args: list[str]
+    expected: list[str]  # substrings of stderr
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    modules: str = TOY
+    plugins: str = ""
+    setup: Callable[[Path], None] | None = None  # makes what the case finds in its directory
+
+
+def _toy_registry():
+    from dnas_core.plugins.registry import make_registry
+    from tests.core import toy_plugin
+
+    return make_registry([toy_plugin], entry_points=False)
+
+
+def made_study(*sets: str) -> Callable[[Path], None]:
+    """A run directory OUT whose study a first ``dnas search --set SETS`` created."""
+    def setup(work: Path) -> None:
+        from dnas_core.runner.experiment import plan_experiment
+        from dnas_core.runner.study import Studies, default_storage
+
+        plan = plan_experiment(_toy_registry(), plugin="toy", overrides=sets)
+        (work / OUT).mkdir()
+        Studies(default_storage(work / OUT), plan)
+    return setup
+
+
+def trained_with(*sets: str) -> Callable[[Path], None]:
+    """A ``dnas train`` directory OUT whose settings were ``--set SETS``."""
+    def setup(work: Path) -> None:
+        import yaml
+
+        from dnas_core.config.runspec import resolve
+
+        (work / OUT).mkdir()
+        spec = resolve(_toy_registry(), "toy", overrides=sets)
+        (work / OUT / "config.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    return setup
+
+
+def toy(*sets: str, more: tuple[str, ...] = ()) -> list[str]:
+    args = ["search", "-p", "toy", "-o", OUT, *more]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def dlrm(*sets: str) -> list[str]:
+    return ["search", "-p", "dlrm", "-o", OUT] + [a for s in sets for a in ("--set", s)]
+
+
+EXPERIMENT = "plugin: toy\nsupernets:\n  grid:\n    search.total_epochs: [5, 6]\n"
+CASES = [
+    # item 3: a plugin's `search` does not replace the core's
+    Case("plugin-command-clash", toy("train.batch_size=0"),
+         ["warning: plugin 'tests.core.clash_plugin': command 'search' not added: the name "
+          "is taken by a core command", "--set train.batch_size=0: train.batch_size: must be "
+          "'auto' or an integer of at least 1"], modules=f"{TOY},tests.core.clash_plugin"),
+    # item 4: validated before anything runs
+    Case("batch-size-0", toy("search.batch_size=0"), ["search.batch_size: must be 'auto'"]),
+    Case("eval-batch-size-0", toy("train.eval_batch_size=0"),
+         ["--set train.eval_batch_size=0: train.eval_batch_size: must be at least 1, got 0"]),
+    Case("total-epochs-0", toy("search.total_epochs=0"),
+         ["--set search.total_epochs=0: search.total_epochs: must be positive"]),
+    Case("warmup-negative", toy("search.warmup_epochs=-1"),
+         ["search.warmup_epochs: must lie between 0 and search.total_epochs"]),
+    Case("warmup-past-total", toy("search.warmup_epochs=6"),
+         ["--set search.warmup_epochs=6: search.warmup_epochs: must lie between 0"]),
+    Case("alternate-every-0", toy("search.alternate_every=0"),
+         ["search.alternate_every: must be positive"]),
+    Case("arch-sampling-empty", toy("search.arch_sampling={}"),
+         ["search.arch_sampling: must name at least one amount of architecture epochs"]),
+    Case("arch-sampling-past-end", toy("search.arch_sampling={9: 2}"),
+         ["search.arch_sampling: key 9.0 must be a positive number of architecture epochs no "
+          "larger than the 4 this plan trains"]),
+    Case("optimizer-unknown", toy("search.weights_optimizer.name=Adamm"),
+         ["search.weights_optimizer.name: unknown optimizer 'Adamm'; expected one of ASGD"]),
+    Case("optimizer-bad-args", toy("train.optimizer.args={nesterov_: true}"),
+         ["train.optimizer.args: SGD refuses these arguments ({'nesterov_': True})"]),
+    Case("nan-coefficient", toy("search.cost.coef=.nan"),
+         ["search.cost.coef: expected a number, got NaN"]),
+    Case("device-bogus", toy("device=bogus"),
+         ["--set device=bogus: device: must be 'auto' or a torch device"]),
+    Case("device-missing-gpu", toy("device=cuda:99"),
+         ["device: 'cuda:99' is not available here"]),
+    Case("devices-missing-gpu", toy(more=("--devices", "7")),
+         ["Invalid value for '--devices': GPU 7 is not visible here"]),
+    Case("jobs-per-device-0", toy(more=("--jobs-per-device", "0")),
+         ["Invalid value for '--jobs-per-device': 0 is not in the range x>=1"]),
+    Case("grid-point-bad", ["search", "-e", "exp.yaml", "-o", OUT],
+         ["exp.yaml line 7 (grid value 'Adamm'): train.optimizer.name: unknown optimizer"],
+         files={"exp.yaml": EXPERIMENT + "architectures:\n  grid:\n"
+                                         "    train.optimizer.name: [Adam, Adamm]\n"}),
+    Case("range-end-bad", ["search", "-e", "exp.yaml", "-o", OUT],
+         ["exp.yaml line 5 (grid value 0): train.eval_batch_size: must be at least 1, got 0"],
+         files={"exp.yaml": "plugin: toy\narchitectures:\n  n_trials: 3\n  grid:\n"
+                            "    train.eval_batch_size: {low: 0, high: 64, integer: true}\n"}),
+    Case("mlp-size-options-empty", dlrm("domain.mlp_size_options=[]"),
+         ["--set domain.mlp_size_options=[]: domain.mlp_size_options: must be positive"],
+         modules="", plugins="dlrm"),
+    # item 7: configuration files
+    Case("duplicate-key", toy(more=("-c", "run.yaml")),
+         ["run.yaml line 4: invalid YAML: key 'search' is given twice (lines 1 and 4)"],
+         files={"run.yaml": "search:\n  total_epochs: 2\nseed: 3\nsearch:\n  warmup_epochs: 1\n"}),
+    Case("binary-config", toy(more=("-c", "run.yaml")),
+         ["run.yaml: not a YAML file: byte 1 is not UTF-8 text"],
+         files={"run.yaml": b"\x00\xff\xfe\x89PNG\r\n"}),
+    Case("binary-experiment", ["search", "-e", "exp.yaml", "-o", OUT],
+         ["exp.yaml: not a YAML file: byte 0 is not UTF-8 text"],
+         files={"exp.yaml": b"\xff\xd8\xff\xe0JFIF"}),
+    Case("float-without-dot-accepted", toy(more=("-c", "run.yaml")),
+         # train is checked after search: this error means coef: 3e-6 was read as a number
+         ["run.yaml line 5: train.epochs: expected an integer, got 'x'"],
+         files={"run.yaml": "search:\n  cost:\n    coef: 3e-6\ntrain:\n  epochs: x\n"}),
+    Case("grid-value-blames-its-line", ["search", "-e", "exp.yaml", "-o", OUT],
+         ["exp.yaml line 4 (grid value 'nope'): search.cost.coef: expected a number"],
+         files={"exp.yaml": "plugin: toy\nsupernets:\n  grid:\n    search.cost.coef: [1, nope]\n"}),
+    Case("range-low-above-high", ["search", "-e", "exp.yaml", "-o", OUT],
+         ["exp.yaml line 5: supernets.grid.search.cost.coef.low: must be below high, got "
+          "low=2.0 and high=1.0"],
+         files={"exp.yaml": "plugin: toy\nsupernets:\n  n_trials: 2\n  grid:\n"
+                            "    search.cost.coef: {low: 2, high: 1}\n"}),
+    Case("emb-card-options-blames-itself",
+         dlrm("domain.search=[emb_card]") + ["-c", "run.yaml"],
+         ["run.yaml line 3: domain.emb_card_options: must be fractions in (0, 1]"],
+         files={"run.yaml": "domain:\n  search: [emb_dim]\n  emb_card_options: [2]\n"},
+         modules="", plugins="dlrm"),
+    # item 9: a run directory made with other settings
+    Case("rerun-other-settings", toy("seed=2", "search.cost.coef=0.5"),
+         ["this study was made by another experiment (set.search.cost.coef: None then, 0.5 "
+          "now; set.seed: 1 then, 2 now)"], setup=made_study("seed=1")),
+    Case("retrain-other-settings",
+         ["train", "-p", "toy", "--arch", "arch.json", "-o", OUT, "--set", "seed=2"],
+         ["out/config.yaml: this run directory was made with other settings (seed: 1 then, 2 "
+          "now)"], files={"arch.json": '{"op": "mlp"}'}, setup=trained_with("seed=1")),
+]
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))}
+
+
+def _prepare(case: Case, work: Path) -> None:
+    work.mkdir()
+    for name, content in case.files.items():
+        path = work / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    if case.setup is not None:
+        case.setup(work)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every case's (exit code, stderr, files before, files after)."""
+    base = tmp_path_factory.mktemp("bad")
+    jobs, before = [], {}
+    for case in CASES:
+        work = base / case.name
+        _prepare(case, work)
+        before[case.name] = _tree(work)
+        env = {**os.environ, "DNAS_PLUGINS": case.plugins, "DNAS_PLUGIN_MODULES": case.modules,
+               "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+        jobs.append({"args": case.args, "cwd": str(work), "env": env,
+                     "stdout": str(base / f"{case.name}.out"),
+                     "stderr": str(base / f"{case.name}.err")})
+    done = subprocess.run([sys.executable, "-m", "tests.cli_runner"], input=json.dumps(jobs),
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    codes = json.loads(done.stdout)
+    return {case.name: (code, (base / f"{case.name}.err").read_text(), before[case.name],
+                        _tree(base / case.name))
+            for case, code in zip(CASES, codes, strict=True)}
+
+
+def test_the_cases_have_distinct_names():
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_a_bad_input_is_refused_with_a_named_error(outcomes, case):
+    code, stderr, before, after = outcomes[case.name]
+    assert code != 0, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    for expected in case.expected:
+        assert expected in stderr, stderr[-2000:]
+    assert after == before  # nothing made, removed or grown here (no --out for a bad input)
