@@ -78,12 +78,13 @@ def test_grids_expand_and_stage_two_trains_each_architecture_per_grid_point(tmp_
     supernets = studies.trials(SUPERNETS)
     assert sorted(t.params["search.temperature_decay"] for t in supernets) == [0.1, 0.3]
     archs = studies.trials(ARCHITECTURES)
-    pairs = [(t.user_attrs["supernet"], t.user_attrs["arch_id"], t.params["train.optimizer.lr"])
-             for t in archs]
+    # a random-baseline architecture may equal a searched one: it is its own trial
+    pairs = [(t.user_attrs["supernet"], t.user_attrs["arch_id"], t.user_attrs["role"],
+              t.params["train.optimizer.lr"]) for t in archs]
     assert len(pairs) == len(set(pairs))  # no trial twice
     per_arch = {}
-    for supernet, arch, lr in pairs:
-        per_arch.setdefault((supernet, arch), set()).add(lr)
+    for supernet, arch, role, lr in pairs:
+        per_arch.setdefault((supernet, arch, role), set()).add(lr)
     assert all(lrs == {0.1, 0.3} for lrs in per_arch.values())
     assert all(t.state.name == "COMPLETE" for t in supernets + archs)
 
