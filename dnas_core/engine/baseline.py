@@ -27,6 +27,7 @@ def with_standard_errors(task: Task, outputs: Tensor, targets: Tensor) -> dict[s
         found.update({f"{k}_se": v for k, v in errors(outputs, targets).items()})
     return found
 
+
 #: the training targets are averaged over at most this many rows (a seeded subset)
 MAX_TARGET_ROWS = 1 << 20
 #: per-row losses are kept for at most this many test rows: the same seeded subset for
@@ -62,19 +63,28 @@ def training_rows(data: DataBundle) -> np.ndarray:
     return np.concatenate([data.splits["weights"], data.splits["arch"]])
 
 
-def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0,
-                     row_losses: Path | None = None) -> dict[str, float] | None:
-    """The constant predictor's metrics on ``split``, or None when the task cannot make one
-    (a third-party task without ``constant_outputs``); its per-row losses go to
-    ``row_losses`` when given."""
-    make = getattr(task, "constant_outputs", None)
-    if make is None:
-        return None
+def training_targets(data: DataBundle, seed: int = 0) -> Tensor:
+    """The training targets the constant predictor averages (a seeded subset of at most
+    :data:`MAX_TARGET_ROWS` rows): read once, whatever number of splits it scores."""
     rows = training_rows(data)
     if len(rows) > MAX_TARGET_ROWS:
         rng = np.random.default_rng([seed, 0xC0])
         rows = np.sort(rng.choice(rows, MAX_TARGET_ROWS, replace=False))
-    train_targets = torch.cat(list(_targets(data, rows)))
+    return torch.cat(list(_targets(data, rows)))
+
+
+def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0,
+                     row_losses: Path | None = None,
+                     train_targets: Tensor | None = None) -> dict[str, float] | None:
+    """The constant predictor's metrics on ``split``, or None when the task cannot make one
+    (a third-party task without ``constant_outputs``); its per-row losses go to
+    ``row_losses`` when given. ``train_targets`` (from :func:`training_targets`) saves
+    reading them again when several splits are scored."""
+    make = getattr(task, "constant_outputs", None)
+    if make is None:
+        return None
+    if train_targets is None:
+        train_targets = training_targets(data, seed)
     eval_targets = torch.cat(list(_targets(data, np.asarray(data.splits[split]))))
     outputs = make(train_targets, len(eval_targets))
     if row_losses is not None:

@@ -159,7 +159,7 @@ def load_trained(registry: Any, run_dir: Path, arch_id: str | None = None) -> Tr
     from dnas_core.config.validate import ConfigError
     from dnas_core.engine import checkpoint
     from dnas_core.engine.architecture import Architecture
-    from dnas_core.runner.pipeline import _required, build_data
+    from dnas_core.runner.pipeline import build_data, make_sampled
 
     run_dir = check_run_dir(run_dir)
     row = choose_row(read_rows(run_dir), arch_id)
@@ -180,9 +180,7 @@ def load_trained(registry: Any, run_dir: Path, arch_id: str | None = None) -> Tr
         raise RunError(f"{config}: cannot load the run's data: {exc}") from None
     try:
         arch = Architecture.load(arch_file)
-        model = _required(registry.hook.dnas_make_sampled(
-            domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
-            data_info=built.data.info), "dnas_make_sampled", spec)
+        model = make_sampled(registry, spec, arch, built)
         model.load_state_dict(checkpoint.load(weights))
     except Exception as exc:  # noqa: BLE001 - a damaged checkpoint fails in many ways
         first = (str(exc).splitlines() or [""])[0]

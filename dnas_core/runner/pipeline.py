@@ -8,7 +8,6 @@ supernet search rerun there continues from its checkpoint.
 
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +20,12 @@ from dnas_core.config.runspec import RunSpec, check_same_run
 from dnas_core.config.validate import ConfigError
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
-from dnas_core.engine.baseline import constant_metrics, save_row_losses, with_standard_errors
+from dnas_core.engine.baseline import (
+    constant_metrics,
+    save_row_losses,
+    training_targets,
+    with_standard_errors,
+)
 from dnas_core.engine.cost import CombinedCost, CostModel
 from dnas_core.engine.data import BatchSource, DataBundle
 from dnas_core.engine.optim import scale_lrs
@@ -131,17 +135,30 @@ def baselines(spec: RunSpec, supernet: SuperNet, models: dict[str, CostModel]
     return reference, list(pool.values())
 
 
-def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
-               progress: bool = True) -> SearchOutcome:
-    """Train the supernet (resuming if a checkpoint exists) and save its architectures,
-    with the baselines every report compares them to."""
+def _make_supernet(registry: Registry, spec: RunSpec, built: Built
+                   ) -> tuple[SuperNet, dict[str, CostModel]]:
+    """The domain's supernet, initialised by the run's seed, and its cost models."""
     torch.manual_seed(spec.settings.seed)
     supernet = _required(registry.hook.dnas_make_supernet(
         domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info),
         "dnas_make_supernet", spec)
-    models = cost_models(registry, spec, built.data.info, supernet)
+    return supernet, cost_models(registry, spec, built.data.info, supernet)
+
+
+def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
+                 built: Built) -> torch.nn.Module:
+    """The domain's stand-alone module for one architecture (untrained)."""
+    return _required(registry.hook.dnas_make_sampled(
+        domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
+        data_info=built.data.info), "dnas_make_sampled", spec)
+
+
+def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
+               progress: bool = True) -> SearchOutcome:
+    """Train the supernet (resuming if a checkpoint exists) and save its architectures,
+    with the baselines every report compares them to."""
+    supernet, models = _make_supernet(registry, spec, built)
     reference, random_pool = baselines(spec, supernet, models)
-    initial = copy.deepcopy(supernet.state_dict())
     logger = RunLogger(run_dir / "tensorboard" / "search")
     divergence = spec.settings.train.divergence
     try:
@@ -166,7 +183,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                       f"x{divergence.lr_factor ** (attempt + 1):g}", file=sys.stderr,
                       flush=True)
                 manager.checkpoint_path.unlink(missing_ok=True)
-                supernet.load_state_dict(initial)
+                supernet, models = _make_supernet(registry, spec, built)  # fresh weights
     finally:
         logger.close()
     seconds = manager.seconds
@@ -180,10 +197,12 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     supernet.sample_expected()
     val = BatchSource(built.data.table, built.data.splits["val"],
                       spec.settings.train.eval_batch_size, spec.settings.seed, "val", shuffle=False)
+    targets = training_targets(built.data, spec.settings.seed)
     constant = {split: metrics for split in ("val", "test")
                 if (metrics := constant_metrics(
                     built.task, built.data, split, spec.settings.seed,
-                    row_losses=run_dir / ROW_LOSSES if split == "test" else None)) is not None}
+                    row_losses=run_dir / ROW_LOSSES if split == "test" else None,
+                    train_targets=targets)) is not None}
     return SearchOutcome(architectures, evaluate(supernet, val, built.task, spec.device()), units,
                          search_seconds=round(seconds, 3), entropies=supernet.entropies(),
                          reference=reference, random_pool=random_pool,
@@ -229,9 +248,7 @@ def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, ru
 
     def train(settings: Any) -> Any:
         torch.manual_seed(spec.settings.seed)
-        model = _required(registry.hook.dnas_make_sampled(
-            domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
-            data_info=built.data.info), "dnas_make_sampled", spec)
+        model = make_sampled(registry, spec, arch, built)
         result = train_sampled(model, built.data, built.task, settings,
                                seed=spec.settings.seed, device=spec.device(), logger=logger,
                                on_epoch=on_epoch, progress=progress)
@@ -271,9 +288,7 @@ def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run
                       built: Built) -> dict[str, float]:
     """Test metrics of a trained architecture, from its best checkpoint, with standard
     errors where the task gives them (``<metric>_se``)."""
-    model = _required(registry.hook.dnas_make_sampled(
-        domain=spec.domain.name, settings=spec.domain_settings, architecture=arch,
-        data_info=built.data.info), "dnas_make_sampled", spec)
+    model = make_sampled(registry, spec, arch, built)
     model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / f"{arch.arch_id}.pt"))
     test = BatchSource(built.data.table, built.data.splits["test"],
                        spec.settings.train.eval_batch_size, spec.settings.seed, "test",

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, _owner_is_dead, default_storage
+from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, default_storage, owner_is_dead
 
 
 class RunError(Exception):
@@ -100,7 +100,7 @@ def run_state(study: dict[str, Any] | None, summary: dict[str, Any] | None) -> s
                 if t["state"] in ("WAITING", "RUNNING")]
         if left:
             alive = [t for t in left if t["state"] == "RUNNING"
-                     and not _owner_is_dead(t["attrs"].get("owner"))]
+                     and not owner_is_dead(t["attrs"].get("owner"))]
             return "running" if alive else "stopped"
     return "finished" if summary is not None else "failed"
 

@@ -59,7 +59,7 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_is_dead(value: str | None) -> bool:
+def owner_is_dead(value: str | None) -> bool:
     """True for trials claimed by a process on this host that no longer exists."""
     if not value or ":" not in value:
         return False
@@ -173,7 +173,7 @@ class Studies:
         for name, study in self.studies.items():
             optuna.storages.fail_stale_trials(study)
             for trial in self.trials(name, [TrialState.RUNNING]):
-                if _owner_is_dead(trial.user_attrs.get("owner")):
+                if owner_is_dead(trial.user_attrs.get("owner")):
                     found.append((name, trial))
         return found
 
