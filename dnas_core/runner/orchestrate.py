@@ -105,8 +105,11 @@ class Coordinator:
             key = trial.user_attrs["key"]
             for data in result["architectures"]:
                 Architecture.from_dict(data).save(self.run_dir / "architectures")
-            units = self.run_dir / "units.json"
-            units.write_text(json.dumps(result["units"], sort_keys=True))
+            # per search space: a joint space's cost is normalised, the others' are not
+            path = self.run_dir / "units.json"
+            units = json.loads(path.read_text()) if path.exists() else {}
+            units[result["space"]] = result["units"]
+            path.write_text(json.dumps(units, sort_keys=True))
             study.set_user_attr(f"supernet:{key}", {
                 k: result.get(k) for k in ("supernet_val", "search_seconds", "entropies",
                                            "constant", "test_row_losses", "test_rows")}
