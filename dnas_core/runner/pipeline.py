@@ -26,8 +26,10 @@ from dnas_core.engine.baseline import (
     training_targets,
     with_standard_errors,
 )
+from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CombinedCost, CostModel, priced
 from dnas_core.engine.data import BatchSource, DataBundle
+from dnas_core.engine.memory import check_fits, estimate, on_meta
 from dnas_core.engine.optim import scale_lrs
 from dnas_core.engine.search import NonFiniteLoss, SearchManager
 from dnas_core.engine.supernet import SuperNet
@@ -134,14 +136,36 @@ def baselines(spec: RunSpec, supernet: SuperNet, models: dict[str, CostModel]
     return reference, list(pool.values())
 
 
+def _supernet(registry: Registry, spec: RunSpec, built: Built) -> SuperNet:
+    return _required(registry.hook.dnas_make_supernet(
+        domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info),
+        "dnas_make_supernet", spec)
+
+
 def _make_supernet(registry: Registry, spec: RunSpec, built: Built
                    ) -> tuple[SuperNet, dict[str, CostModel]]:
     """The domain's supernet, initialised by the run's seed, and its cost models."""
     torch.manual_seed(spec.settings.seed)
-    supernet = _required(registry.hook.dnas_make_supernet(
-        domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info),
-        "dnas_make_supernet", spec)
+    supernet = _supernet(registry, spec, built)
     return supernet, cost_models(registry, spec, built.data.info, supernet)
+
+
+def check_memory(registry: Registry, spec: RunSpec, built: Built) -> None:
+    """Log what the search will need against what its device has, and refuse
+    (:class:`DoesNotFit`) a supernet the device cannot hold, before allocating any of it."""
+    try:
+        supernet = on_meta(lambda: _supernet(registry, spec, built))
+    except Exception as exc:  # noqa: BLE001 - a domain that cannot build without storage
+        print(f"memory estimate unavailable: {exc}", file=sys.stderr, flush=True)
+        return
+    settings = spec.settings.search
+    budget = settings.batch_budget
+    batch = resolve_batch_size(settings.batch_size, len(built.data.splits["weights"]),
+                               budget.steps_per_epoch, budget.min_batch_size,
+                               budget.max_batch_size)
+    needed = estimate(supernet, settings.weights_optimizer, settings.arch_optimizer, batch)
+    print(check_fits(needed, spec.device(), f"the {spec.space} supernet at batch {batch}"),
+          file=sys.stderr, flush=True)
 
 
 def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
@@ -156,6 +180,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                progress: bool = True) -> SearchOutcome:
     """Train the supernet (resuming if a checkpoint exists) and save its architectures,
     with the baselines every report compares them to."""
+    check_memory(registry, spec, built)
     supernet, models = _make_supernet(registry, spec, built)
     reference, random_pool = baselines(spec, supernet, models)
     logger = RunLogger(run_dir / "tensorboard" / "search")

@@ -23,6 +23,7 @@ import torch
 
 from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.memory import DoesNotFit
 from dnas_core.engine.paths import ARCH_ID, PARAMS_KEY, checked, inside
 from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except torch.cuda.OutOfMemoryError as exc:
         print(f"CUDA out of memory: {exc}", file=sys.stderr)
         return EXIT_OOM
+    except DoesNotFit as exc:  # said in full; nothing was allocated
+        print(exc, file=sys.stderr)
+        return 1
     except optuna.TrialPruned as exc:
         print(f"pruned: {exc}", file=sys.stderr)
         return EXIT_PRUNED

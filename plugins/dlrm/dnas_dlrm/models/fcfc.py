@@ -22,6 +22,7 @@ use probabilities backwards, through skips too (defect 3).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -73,7 +74,7 @@ class FcOfFc(SuperNet):
             return
         self.first = _fused_linear(self.n_in, self.sizes)
         owner = torch.zeros(k, sum(self.sizes))  # owner[t, c] = 1: column c is node t's
-        for t, start in enumerate(torch.tensor([0, *self.sizes[:-1]]).cumsum(0).tolist()):
+        for t, start in enumerate(itertools.accumulate(self.sizes[:-1], initial=0)):
             owner[t, start:start + self.sizes[t]] = 1.0
         self.register_buffer("owner", owner, persistent=False)
         self.hidden = nn.ModuleList(

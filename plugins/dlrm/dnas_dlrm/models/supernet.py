@@ -75,6 +75,7 @@ class DlrmSuperNet(SuperNet):
         labels = feature_labels(self.n_sparse)
         sparse = settings.sparse_embeddings
         self.sparse_groups = {"embeddings"} if sparse else set()
+        self.sharded_groups = frozenset({"embeddings"})
 
         self.dim_options = (list(settings.emb_dim_options) if "emb_dim" in searched
                             else [settings.embedding_dim])
@@ -89,7 +90,7 @@ class DlrmSuperNet(SuperNet):
             # fractions that give a feature the same table size are one option, not several
             self.emb_card.restrict(torch.tensor(
                 [[size not in sizes[:i] for i, size in enumerate(sizes)]
-                 for sizes in self.row_options]))
+                 for sizes in self.row_options], device="cpu"))
         else:
             tables = FusedEmbedding(self.rows, self.width, sparse)
             self.row_options = [[r] for r in self.rows]
@@ -162,6 +163,26 @@ class DlrmSuperNet(SuperNet):
         table is ``width``."""
         return {"bottom_mlp": (self.n_dense, width),
                 "top_mlp": (self.interaction.output_size(width), 1)}
+
+    def activation_bytes(self, batch_size: int) -> int:
+        """Floats a step keeps per example, twice (the backward's transients are about as
+        large), in 4-byte floats: the dense input, every looked-up candidate vector (and
+        its sparse gradient), the mixed and masked vectors, the interaction, and every FC
+        output with its ReLU (an FC-of-FC layer computes all its operators)."""
+        n, width = self.n_sparse, self.width
+        lookups = n * width * (len(self.row_options[0]) if "emb_card" in self.searched else 1)
+        vectors = 2 * lookups + n * width * (1 + ("emb_dim" in self.searched))
+        pairs = self.interaction.output_size(width)
+        interaction = (n + 1) * width + (n + 1) ** 2 + pairs
+        per_example = self.n_dense + vectors + interaction
+        for module in (self.bottom_mlp, self.top_mlp):
+            if isinstance(module, FcOfFc):
+                outputs = sum(module.sizes)
+                per_example += (module.n_node_layers * (len(module.sizes) * outputs * 2 + outputs)
+                                + len(module.sizes) * module.n_out)
+            else:
+                per_example += 2 * sum(module.sizes[1:])
+        return 2 * 4 * batch_size * per_example
 
     # ----- parameter groups -------------------------------------------------------------------
     def weight_param_groups(self) -> dict[str, list[nn.Parameter]]:
