@@ -114,7 +114,8 @@ class DlrmSuperNet(SuperNet):
              final_relu: bool) -> nn.Module:
         if part in self.searched:
             return FcOfFc(n_in, n_out, self.settings.mlp_size_options,
-                          self.settings.mlp_max_layers, final_relu)
+                          self.settings.mlp_max_layers, final_relu,
+                          recompute=self.settings.mlp_recompute)
         return Mlp([n_in, *hidden, n_out], final_relu)
 
     # ----- forward ----------------------------------------------------------------------------
@@ -176,10 +177,11 @@ class DlrmSuperNet(SuperNet):
         interaction = (n + 1) * width + (n + 1) ** 2 + pairs
         per_example = self.n_dense + vectors + interaction
         for module in (self.bottom_mlp, self.top_mlp):
-            if isinstance(module, FcOfFc):
+            if isinstance(module, FcOfFc):  # every operator's output, and each layer's
                 outputs = sum(module.sizes)
-                per_example += (module.n_node_layers * (len(module.sizes) * outputs * 2 + outputs)
-                                + len(module.sizes) * module.n_out)
+                kept = 1 if module.recompute else len(module.sizes) + 1
+                per_example += (module.n_node_layers * kept * outputs
+                                + len(module.sizes) * (outputs + module.n_out))
             else:
                 per_example += 2 * sum(module.sizes[1:])
         return 2 * 4 * batch_size * per_example
