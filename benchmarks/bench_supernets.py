@@ -16,25 +16,41 @@ weights phase: theta frozen, Gumbel-soft sampling) for:
 * the joint supernet (all four parts) vs plain with the largest of everything (its
   time/FLOPs ratio also carries the embedding search's extra lookups, which FLOPs ignore).
 
+Every timed step is the search's weights step: the task loss plus the cost term
+(``coef * mean log expected cost``, the domain's default cost) for the supernet, gradient
+clipping at 100 for both. Each space runs with the package's default (small) MLPs and at
+the paper's sizes (Table II); each model's peak memory (RSS of a process that builds it
+and trains a few steps, above what the process held before) is printed next to its speed,
+and the FC-of-FC space also with ``mlp_recompute``. ``--kaggle-memory`` trains the
+emb_card supernet and the plain model at Criteo Kaggle's full cardinalities (dim 32,
+Adagrad tables and Adam MLPs, as the defaults) and prints both peaks.
+
 Timings interleave the two models' steps and keep each one's fastest step, so that other
 processes on a shared machine disturb the ratios as little as possible.
 
-Shapes follow the paper's Table II; cardinalities are Criteo Kaggle's, capped at
-``--max-rows`` (default 20,000) so that the run fits in memory. Ids are random.
+Cardinalities are Criteo Kaggle's, capped at ``--max-rows`` (default 20,000) so that the
+run fits in memory. Ids are random.
 
     python benchmarks/bench_supernets.py [--batch 2048] [--steps 6] [--mlp-steps 3]
+        [--sizes small,paper] [--no-memory] [--kaggle-memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from dnas_dlrm.models import build_sampled, build_supernet
+from dnas_core.engine.cost import CostLoss, CostModel
+from dnas_core.engine.optim import clip_grad_norm
+from dnas_dlrm.models import build_sampled, build_supernet, cost_models, default_cost
 from dnas_dlrm.models.backbone import FusedEmbedding, init_embedding_rows, module_flops
 from dnas_dlrm.models.emb_card import HashedEmbeddings, hash_sizes
 from dnas_dlrm.models.fcfc import FcOfFc
@@ -44,6 +60,11 @@ KAGGLE = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 835
           27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572]
 N_DENSE = 13
 BIG = [1024, 1024, 1024]
+CLIP = 100.0  # the defaults' search.clip_grad_norm
+COST_COEF = 0.01  # the defaults' search.cost.coef
+#: the MLP shapes of each size: fixed hidden layers, then the FC-of-FC space
+MLP_SIZES = {"small": ([256, 128], [64, 128, 256, 512], 4),  # the package's defaults
+             "paper": (BIG, [128, 256, 512, 1024], 5)}  # the paper's Table II
 
 
 class SeparateHashedEmbeddings(nn.Module):
@@ -69,17 +90,15 @@ class SeparateHashedEmbeddings(nn.Module):
         return torch.stack(out, dim=1)
 
 
-def settings_for(space: str, max_rows: int | None) -> DlrmSettings:
-    if space == "emb_dim":
-        return DlrmSettings(search=["emb_dim"], max_rows=max_rows, bottom_mlp=BIG, top_mlp=BIG)
-    if space == "emb_card":
-        return DlrmSettings(search=["emb_card"], embedding_dim=32, max_rows=max_rows,
-                            bottom_mlp=BIG, top_mlp=BIG)
-    if space == "mlp":
-        return DlrmSettings(search=["bottom_mlp", "top_mlp"], embedding_dim=32,
-                            max_rows=max_rows)
-    return DlrmSettings(search=["emb_dim", "emb_card", "bottom_mlp", "top_mlp"],
-                        max_rows=max_rows)
+def settings_for(space: str, max_rows: int | None, size: str = "paper",
+                 recompute: bool = False) -> DlrmSettings:
+    hidden, options, layers = MLP_SIZES[size]
+    search = {"emb_dim": ["emb_dim"], "emb_card": ["emb_card"],
+              "mlp": ["bottom_mlp", "top_mlp"]}.get(
+        space, ["emb_dim", "emb_card", "bottom_mlp", "top_mlp"])
+    return DlrmSettings(search=search, embedding_dim=32, max_rows=max_rows, bottom_mlp=hidden,
+                        top_mlp=hidden, mlp_size_options=options, mlp_max_layers=layers,
+                        mlp_recompute=recompute)
 
 
 def largest_spec(supernet: nn.Module, settings: DlrmSettings) -> dict:
@@ -105,35 +124,122 @@ def make_batch(batch: int, rows: list[int], seed: int) -> tuple[tuple[Tensor, Te
 
 
 class Trainer:
-    """Full SGD training steps of one model on a few pre-made batches."""
+    """Training steps of one model on a few pre-made batches: the loss (with the cost term
+    when a cost model is given), backward, gradient clipping, the optimizer step."""
 
     def __init__(self, model: nn.Module, params: list[nn.Parameter], batch: int,
-                 rows: list[int], lr: float = 0.1):
-        self.model, self.batch = model, batch
-        self.optimizer = torch.optim.SGD(params, lr=lr)
+                 rows: list[int], lr: float = 0.1, cost: CostModel | None = None,
+                 optimizer: torch.optim.Optimizer | None = None):
+        self.model, self.batch, self.params, self.cost = model, batch, params, cost
+        self.optimizer = optimizer or torch.optim.SGD(params, lr=lr)
         self.batches = [make_batch(batch, rows, seed) for seed in range(4)]
         self.loss_fn = nn.BCELoss()
+        self.cost_loss = CostLoss("additive", COST_COEF)
         self.calls = 0
 
     def step(self) -> float:
-        """One step (forward, backward, optimizer); returns its wall time in seconds."""
+        """One step; returns its wall time in seconds."""
         inputs, labels = self.batches[self.calls % len(self.batches)]
         self.calls += 1
         self.model.train()
         start = time.perf_counter()
         loss = self.loss_fn(self.model(inputs), labels)
+        if self.cost is not None:
+            loss = self.cost_loss(loss, self.cost.expected(self.model))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        clip_grad_norm(self.params, CLIP)
         self.optimizer.step()
         return time.perf_counter() - start
 
 
-def supernet_trainer(supernet, batch: int, rows: list[int]) -> Trainer:
-    """Weights phase as the search runs it: theta frozen, per-example Gumbel weights."""
+def supernet_trainer(supernet, settings: DlrmSettings, batch: int, rows: list[int],
+                     optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
+                     ) -> Trainer:
+    """Weights phase as the search runs it: theta frozen, per-example Gumbel weights, the
+    domain's default cost in the loss."""
     supernet.sample_soft(1.0, torch.Generator().manual_seed(0))
     for p in supernet.arch_parameters():
         p.requires_grad_(False)
-    return Trainer(supernet, supernet.weight_parameters(), batch, rows)
+    cost = {m.name: m for m in cost_models(settings, KAGGLE, supernet)}[default_cost(settings)]
+    return Trainer(supernet, supernet.weight_parameters(), batch, rows, cost=cost,
+                   optimizer=optimizer(supernet) if optimizer else None)
+
+
+def models_for(space: str, settings: DlrmSettings, cards: list[int]
+               ) -> tuple[nn.Module, nn.Module]:
+    """The supernet and the plain DLRM of its largest shapes, seeded."""
+    torch.manual_seed(0)
+    supernet = build_supernet(settings, cards, N_DENSE)
+    plain = build_sampled(settings, largest_spec(supernet, settings), cards, N_DENSE)
+    return supernet, plain
+
+
+def adagrad_adam(model: nn.Module) -> torch.optim.Optimizer:
+    """The defaults' optimizers in one: Adagrad for the tables, Adam for the rest (the
+    tables' sparse gradients rule out one Adam)."""
+    tables = [p for n, p in model.named_parameters() if "embeddings" in n]
+    dense = [p for n, p in model.named_parameters() if "embeddings" not in n
+             and p.requires_grad]
+    return _Both(torch.optim.Adagrad(tables, lr=0.05), torch.optim.Adam(dense, lr=1e-3))
+
+
+class _Both(torch.optim.Optimizer):
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None) -> None:
+        for o in self.optimizers:
+            o.step()
+
+
+def high_water_kib() -> int:
+    """This process's peak RSS in KiB. /proc's VmHWM starts afresh at exec; ru_maxrss can
+    carry the parent's peak across fork and exec, hiding a child smaller than its parent."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_of(job: str, args) -> dict:
+    """Run in this process: build one model of ``job`` (space:size:model[:kaggle]
+    [:recompute]) and train a few steps; its peak RSS above what the process held."""
+    space, size, which, *flags = job.split(":")
+    kaggle = "kaggle" in flags
+    cards = KAGGLE
+    settings = settings_for(space, None if kaggle else args.max_rows, size,
+                            "recompute" in flags)
+    base = high_water_kib()
+    supernet, plain = models_for(space, settings, cards)
+    rows = list(supernet.rows)
+    optimizer = adagrad_adam if kaggle else None
+    if which == "supernet":
+        del plain
+        trainer = supernet_trainer(supernet, settings, args.batch, rows, optimizer)
+    else:
+        del supernet
+        trainer = Trainer(plain, list(plain.parameters()), args.batch, rows,
+                          optimizer=optimizer(plain) if optimizer else None)
+    for _ in range(3):
+        trainer.step()
+    return {"peak_gib": (high_water_kib() - base) / (1 << 20)}
+
+
+def measured_peak(job: str, args) -> float:
+    """The peak of ``job`` in a fresh process, so models never share an allocator."""
+    done = subprocess.run([sys.executable, __file__, "--peak-of", job, "--batch",
+                           str(args.batch), "--max-rows", str(args.max_rows)],
+                          capture_output=True, text=True, check=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_gib"])
 
 
 def paired_throughput(a: Trainer, b: Trainer, warmup: int, steps: int) -> tuple[float, float]:
@@ -150,22 +256,24 @@ def paired_throughput(a: Trainer, b: Trainer, warmup: int, steps: int) -> tuple[
     return a.batch / min(times_a), b.batch / min(times_b)
 
 
-def compare(space: str, args, swap: Callable[[nn.Module], None] | None = None,
+def compare(space: str, args, size: str = "paper", swap: Callable[[nn.Module], None] | None = None,
             label: str | None = None) -> tuple[float, float, nn.Module, nn.Module]:
-    torch.manual_seed(0)
-    settings = settings_for(space, args.max_rows)
-    supernet = build_supernet(settings, KAGGLE, N_DENSE)
+    settings = settings_for(space, args.max_rows, size)
+    supernet, plain = models_for(space, settings, KAGGLE)
     if swap is not None:
         swap(supernet)
-    plain = build_sampled(settings, largest_spec(supernet, settings), KAGGLE, N_DENSE)
     rows = list(supernet.rows)
     steps = args.mlp_steps if space in ("mlp", "joint") else args.steps
     super_sps, plain_sps = paired_throughput(
-        supernet_trainer(supernet, args.batch, rows),
+        supernet_trainer(supernet, settings, args.batch, rows),
         Trainer(plain, list(plain.parameters()), args.batch, rows), args.warmup, steps)
-    name = label or space
-    print(f"{name:<28} supernet {super_sps:9.0f} /s   plain {plain_sps:9.0f} /s   "
-          f"ratio {super_sps / plain_sps:5.2f}x", flush=True)
+    name = f"{label or space} ({size} MLPs)"
+    memory = ""
+    if args.memory and swap is None:
+        peaks = [measured_peak(f"{space}:{size}:{m}", args) for m in ("supernet", "plain")]
+        memory = f"   peak {peaks[0]:5.2f} GiB vs {peaks[1]:5.2f} GiB"
+    print(f"{name:<34} supernet {super_sps:8.0f} /s   plain {plain_sps:8.0f} /s   "
+          f"ratio {super_sps / plain_sps:5.2f}x{memory}", flush=True)
     return super_sps, plain_sps, supernet, plain
 
 
@@ -226,6 +334,21 @@ def fcfc_flops(module: nn.Module) -> int:
     return module_flops(module)
 
 
+def fcfc_memory(args) -> None:
+    """The FC-of-FC space at the paper's sizes, node layers kept and recomputed."""
+    kept = measured_peak("mlp:paper:supernet", args)
+    recomputed = measured_peak("mlp:paper:supernet:recompute", args)
+    print(f"{'FC-of-FC memory (paper space)':<34} peak {kept:.2f} GiB kept, {recomputed:.2f} "
+          f"GiB with domain.mlp_recompute (target 1.45 GB)", flush=True)
+
+
+def kaggle_memory(args) -> None:
+    """emb_card at Kaggle's full cardinalities against the plain model, same optimizers."""
+    peaks = [measured_peak(f"emb_card:small:{m}:kaggle", args) for m in ("supernet", "plain")]
+    print(f"{'emb_card, full Kaggle tables':<34} peak {peaks[0]:.2f} GiB vs plain "
+          f"{peaks[1]:.2f} GiB: {peaks[0] / peaks[1]:.2f}x (target 1.2x)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=2048)
@@ -237,43 +360,56 @@ def main() -> None:
                         help="timed steps of the lookup-only comparison")
     parser.add_argument("--max-rows", type=int, default=20_000)
     parser.add_argument("--spaces", default="emb_dim,emb_card,mlp,joint")
+    parser.add_argument("--sizes", default="small,paper", help="MLP sizes: small, paper")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the peak-memory processes")
+    parser.add_argument("--kaggle-memory", action="store_true",
+                        help="also the emb_card peak at full Kaggle cardinalities (~10 GB)")
     parser.add_argument("--card-variants", action="store_true",
                         help="also train whole models with the slower cardinality layouts")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_of:
+        print(json.dumps(peak_of(args.peak_of, args)))
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"fastest of {args.steps} ({args.mlp_steps} for mlp/joint) interleaved steps after "
           f"{args.warmup} warm-up, max_rows {args.max_rows}", flush=True)
-    spaces = args.spaces.split(",")
-    if "emb_dim" in spaces:
-        compare("emb_dim", args)
+    spaces, sizes = args.spaces.split(","), args.sizes.split(",")
     if "emb_card" in spaces:
-        def variant(kind: str) -> Callable[[nn.Module], None]:
-            def swap(supernet: nn.Module) -> None:
-                old = supernet.embeddings.tables
-                fractions = supernet.settings.emb_card_options
-                if kind == "separate":
-                    new = SeparateHashedEmbeddings(supernet.rows, fractions, old.dim, True)
-                else:
-                    new = HashedEmbeddings(supernet.rows, fractions, old.dim, True, mode=kind)
-                supernet.embeddings.tables = new
-            return swap
         lookups_only(args)
-        compare("emb_card", args, variant("bag"), "emb_card (fused, bag)")
-        if args.card_variants:
-            compare("emb_card", args, variant("gather"), "emb_card (fused, gather)")
-            compare("emb_card", args, variant("separate"), "emb_card (separate tables)")
-    for space in ("mlp", "joint"):
+    for space in ("emb_dim", "emb_card", "mlp", "joint"):
         if space not in spaces:
             continue
-        super_sps, plain_sps, supernet, plain = compare(space, args)
-        super_flops = fcfc_flops(supernet.bottom_mlp) + fcfc_flops(supernet.top_mlp)
-        plain_flops = module_flops(plain.bottom_mlp) + module_flops(plain.top_mlp)
-        predicted = plain_flops / super_flops
-        print(f"{'':<28} MLP FLOPs/example: supernet {super_flops / 1e6:.1f} M (all operators), "
-              f"plain {plain_flops / 1e6:.1f} M; time/FLOPs ratio "
-              f"{(plain_sps / super_sps) / (super_flops / plain_flops):.2f} "
-              f"(speed predicted by FLOPs {predicted:.2f}x, measured "
-              f"{super_sps / plain_sps:.2f}x)", flush=True)
+        for size in sizes:
+            super_sps, plain_sps, supernet, plain = compare(space, args, size)
+            if space in ("mlp", "joint"):
+                super_flops = fcfc_flops(supernet.bottom_mlp) + fcfc_flops(supernet.top_mlp)
+                plain_flops = module_flops(plain.bottom_mlp) + module_flops(plain.top_mlp)
+                print(f"{'':<34} MLP FLOPs/example: supernet {super_flops / 1e6:.1f} M (all "
+                      f"operators), plain {plain_flops / 1e6:.1f} M; time/FLOPs ratio "
+                      f"{(plain_sps / super_sps) / (super_flops / plain_flops):.2f}",
+                      flush=True)
+        if space == "emb_card" and args.card_variants:
+            for kind in ("gather", "separate"):
+                compare("emb_card", args, sizes[0], card_layout(kind), f"emb_card ({kind})")
+    if "mlp" in spaces and args.memory:
+        fcfc_memory(args)
+    if args.kaggle_memory:
+        kaggle_memory(args)
+
+
+def card_layout(kind: str) -> Callable[[nn.Module], None]:
+    """Swap an emb_card supernet's candidate tables for another layout."""
+    def swap(supernet: nn.Module) -> None:
+        old = supernet.embeddings.tables
+        fractions = supernet.settings.emb_card_options
+        if kind == "separate":
+            new = SeparateHashedEmbeddings(supernet.rows, fractions, old.dim, True)
+        else:
+            new = HashedEmbeddings(supernet.rows, fractions, old.dim, True, mode=kind)
+        supernet.embeddings.tables = new
+    return swap
 
 
 if __name__ == "__main__":
