@@ -175,13 +175,15 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
     so none is run twice.
     """
     from dnas_core.runner.orchestrate import Coordinator
-    from dnas_core.runner.study import Studies, default_storage
+    from dnas_core.runner.study import Studies, default_storage, is_storage_url
 
     path = Path(target)
     if path.is_dir():
         run_dir, url = path, storage or default_storage(path)
         if not (path / "study.db").exists() and storage is None:
             raise click.ClickException(f"{path}: no study.db here; pass --storage URL")
+    elif not is_storage_url(target):
+        raise click.ClickException(f"{target}: no such run directory, and not a storage URL")
     else:
         url = target
         run_dir = out or Path("runs") / f"worker-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -189,6 +191,8 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
         studies = Studies(url)
     except KeyError as exc:
         raise click.ClickException(f"{url}: no dnas experiment in this storage") from exc
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     experiment = studies.experiment
     coordinator = Coordinator(run_dir, studies, _pool(
         devices, jobs_per_device, timeout or experiment.trial_timeout,

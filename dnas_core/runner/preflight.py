@@ -3,12 +3,15 @@
 The settings dataclasses check each value on its own; what is left is whether the whole
 can run: the search plan (warm-up, epochs, alternation, when architectures are sampled),
 whether ``torch.optim`` has each named optimizer and takes its arguments, and whether the
-configured device exists here. All are cheap, so every grid point of an experiment is
+configured device exists here; and whether the configured data is whole (the plugin's
+``dnas_check_data``). All are cheap, so every grid point of an experiment is
 checked before its first trial starts instead of failing inside a trial after the
 supernet has trained.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -39,3 +42,14 @@ def check_runnable(spec: RunSpec) -> None:
         if index >= count:
             raise fail("device", spec.origins, f"{device!r} is not available here: this "
                                                f"machine has {count} visible CUDA GPU(s)")
+
+
+def check_data(registry: Any, spec: RunSpec) -> None:
+    """Raise a :class:`ConfigError` with every problem the domain's plugins find in the
+    configured data (a missing, truncated or empty prepared data set), before any run
+    directory exists."""
+    answers = registry.pm.hook.dnas_check_data(domain=spec.domain.name,
+                                               settings=spec.domain_settings)
+    problems = [p for answer in answers if answer for p in answer]
+    if problems:
+        raise fail("domain.data.path", spec.origins, "; ".join(problems))
