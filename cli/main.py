@@ -90,7 +90,7 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
     architecture: the smallest experiment, run by the same trial pool.
     """
     from dnas_core.runner.experiment import plan_experiment
-    from dnas_core.runner.orchestrate import run_experiment
+    from dnas_core.runner.orchestrate import ExperimentFailed, run_experiment
 
     try:
         plan = plan_experiment(registry(), plugin=plugin, config=config, preset=preset,
@@ -105,7 +105,7 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         pool = _pool(devices, jobs_per_device, timeout or plan.trial_timeout,
                      plan.max_oom_retries)
         summary = run_experiment(run_dir, plan, pool, storage)
-    except (ConfigError, PluginError) as exc:
+    except (ConfigError, PluginError, ExperimentFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     click.echo(f"report: {run_dir / 'report.md'}", err=True)
@@ -123,6 +123,9 @@ def _exit_for(summary: dict) -> None:
         click.echo(f"warning: {summary.get('failed_trials', 0)} trials failed and "
                    f"{summary.get('diverged_architectures', 0)} architectures diverged; "
                    f"see the report", err=True)
+        for failure in summary.get("failed", []):
+            click.echo(f"  {failure['trial']}: {failure['error']} (log: {failure['log']} in "
+                       f"the run directory)", err=True)
         sys.exit(EXIT_INCOMPLETE)
 
 
@@ -174,7 +177,7 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
     Several workers (on one machine or many) share the study: each claims waiting trials,
     so none is run twice.
     """
-    from dnas_core.runner.orchestrate import Coordinator
+    from dnas_core.runner.orchestrate import Coordinator, ExperimentFailed
     from dnas_core.runner.study import Studies, default_storage, is_storage_url
 
     path = Path(target)
@@ -198,7 +201,10 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
         devices, jobs_per_device, timeout or experiment.trial_timeout,
         experiment.max_oom_retries))
     coordinator.run()
-    summary = coordinator.report()
+    try:
+        summary = coordinator.report()
+    except ExperimentFailed as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     _exit_for(summary)
 
