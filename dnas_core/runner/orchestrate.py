@@ -15,7 +15,6 @@ a dead worker left RUNNING.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -315,20 +314,6 @@ def error_line(error: str) -> str:
     return lines[0][:300] if lines else "unknown error"
 
 
-def make_run_dir(run_dir: Path) -> None:
-    """Create (or reuse) the run directory, or say in one sentence why it cannot be."""
-    from dnas_core.config.validate import ConfigError
-
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{run_dir}: cannot create the run directory: "
-                          f"{exc.strerror or exc}; choose another --out") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"{run_dir}: the run directory is not writable; choose another "
-                          f"--out")
-
-
 def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
                    storage: str | None = None, seed: int = 1) -> dict[str, Any]:
     """Run (or resume) an experiment in ``run_dir`` and write its report.
@@ -337,19 +322,20 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     rather than a silent mix of results.
     """
     from dnas_core.config.validate import ConfigError, describe_differences
+    from dnas_core.runner.preflight import make_run_dir
     from dnas_core.runner.study import default_storage
 
     run_dir = Path(run_dir)
-    # a storage that cannot be opened leaves no run directory behind
-    studies = Studies(storage, experiment, seed=seed) if storage is not None else None
-    make_run_dir(run_dir)
     url = storage or default_storage(run_dir)
-    studies = studies or Studies(url, experiment, seed=seed)
+    if storage is None:  # the default storage lives in the run directory
+        make_run_dir(run_dir)
+    studies = Studies(url, experiment, seed=seed)
     if studies.experiment.to_json() != experiment.to_json():
         stored, now = json.loads(studies.experiment.to_json()), json.loads(experiment.to_json())
         raise ConfigError(f"{url}: this study was made by another experiment "
                           f"({describe_differences(stored, now)}); use another --out or "
                           f"--storage, or the same settings to resume")
+    make_run_dir(run_dir)  # only now for a --storage that cannot be opened or is another's
     coordinator = Coordinator(run_dir, studies, pool)
     coordinator.run()
     return coordinator.report()

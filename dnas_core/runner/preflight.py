@@ -11,12 +11,14 @@ supernet has trained.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from dnas_core.config.runspec import RunSpec
-from dnas_core.config.validate import fail
+from dnas_core.config.validate import ConfigError, fail
 from dnas_core.engine.optim import check_optimizer
 from dnas_core.engine.schedules import plan_chunks
 
@@ -53,3 +55,15 @@ def check_data(registry: Any, spec: RunSpec) -> None:
     problems = [p for answer in answers if answer for p in answer]
     if problems:
         raise fail("domain.data.path", spec.origins, "; ".join(problems))
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create (or reuse) the run directory, or say in one sentence why it cannot be."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{run_dir}: cannot create the run directory: "
+                          f"{exc.strerror or exc}; choose another --out") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{run_dir}: the run directory is not writable; choose another "
+                          f"--out")

@@ -56,7 +56,7 @@ def check_storage_url(url: str) -> None:
         path = Path(url[len("journal:"):].removeprefix("//"))
         if not path.name or not path.parent.is_dir():
             raise StorageError(f"storage {url}: journal: needs a file in an existing "
-                               f"directory ({path.parent} is none)")
+                               f"directory; there is no directory {path.parent}")
         return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
