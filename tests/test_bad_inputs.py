@@ -2,8 +2,11 @@
 
 Each row of ``CASES`` runs ``python -m dnas_cli.main`` in a fresh working directory that
 holds only the case's input files, and must end with: a non-zero exit, a message naming
-the offending key, file or line, no Python traceback, and nothing created or removed in
-the working directory (for a validation error the ``--out`` directory is never made).
+the offending key, file or line, no Python traceback (nor decoder noise or click's bare
+"Aborted!"), and nothing created or removed in the working directory (for a validation
+error the ``--out`` directory is never made; a case that ran trials, ``makes_out``, may
+make only that one). A case whose input only an unprivileged user can be refused
+(a read-only directory) is skipped for root.
 
 All rows run when the module starts, each in a process forked from one that imported
 the CLI once (:mod:`tests.cli_runner`); the tests then check one row each.
