@@ -61,6 +61,17 @@ def made_study(*sets: str) -> Callable[[Path], None]:
     return setup
 
 
+def stored_study(*sets: str) -> Callable[[Path], None]:
+    """``other.db``: the storage of a study a first ``dnas search --set SETS`` created."""
+    def setup(work: Path) -> None:
+        from dnas_core.runner.experiment import plan_experiment
+        from dnas_core.runner.study import Studies
+
+        plan = plan_experiment(_toy_registry(), plugin="toy", overrides=sets)
+        Studies(f"sqlite:///{work / 'other.db'}", plan)
+    return setup
+
+
 def trained_with(*sets: str) -> Callable[[Path], None]:
     """A ``dnas train`` directory OUT whose settings were ``--set SETS``."""
     def setup(work: Path) -> None:
@@ -286,6 +297,9 @@ CASES = [
     Case("storage-not-a-database", toy(more=("--storage", "sqlite:///not.db")),
          ["sqlite:///not.db: cannot open the storage: DatabaseError: (sqlite3.DatabaseError) "
           "file is not a database"], files={"not.db": "not a database\n" * 100}),
+    Case("storage-of-another-experiment", toy("seed=2", more=("--storage", "sqlite:///other.db")),
+         ["sqlite:///other.db: this study was made by another experiment (set.seed: 1 then, 2 "
+          "now)"], setup=stored_study("seed=1")),
     Case("worker-missing-path", ["worker", "nothere"],
          ["nothere: no such run directory, and not a storage URL"]),
     Case("worker-bogus-url", ["worker", "bogus://x"], ["storage bogus://x: unknown database"]),
