@@ -178,6 +178,7 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
     so none is run twice.
     """
     from dnas_core.runner.orchestrate import Coordinator, ExperimentFailed
+    from dnas_core.runner.preflight import make_run_dir
     from dnas_core.runner.study import Studies, default_storage, is_storage_url
 
     path = Path(target)
@@ -192,6 +193,7 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
         run_dir = out or Path("runs") / f"worker-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         studies = Studies(url)
+        make_run_dir(run_dir)
     except KeyError as exc:
         raise click.ClickException(f"{url}: no dnas experiment in this storage") from exc
     except ConfigError as exc:

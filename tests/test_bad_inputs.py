@@ -302,6 +302,10 @@ CASES = [
           "now)"], setup=stored_study("seed=1")),
     Case("worker-missing-path", ["worker", "nothere"],
          ["nothere: no such run directory, and not a storage URL"]),
+    Case("worker-out-under-a-file",
+         ["worker", "sqlite:///other.db", "-o", "afile/out", "--devices", "cpu"],
+         ["afile/out: cannot create the run directory: Not a directory"], files={"afile": "x"},
+         setup=stored_study()),
     Case("worker-bogus-url", ["worker", "bogus://x"], ["storage bogus://x: unknown database"]),
     Case("every-trial-fails", toy("search.cost.terms={latency: 1}", more=("--no-baseline",)),
          ["Error: no searched architecture finished training (1 trials failed, 0 diverged); "
