@@ -107,7 +107,7 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
     architecture: the smallest experiment, run by the same trial pool.
     """
     from dnas_core.runner.experiment import plan_experiment
-    from dnas_core.runner.orchestrate import run_experiment
+    from dnas_core.runner.orchestrate import ExperimentFailed, run_experiment
 
     try:
         plan = plan_experiment(registry(), plugin=plugin, config=config, preset=preset,
@@ -122,7 +122,7 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         pool = _pool(devices, jobs_per_device, timeout or plan.trial_timeout,
                      plan.max_oom_retries, heartbeat, grace_period)
         summary = run_experiment(run_dir, plan, pool, storage)
-    except (ConfigError, PluginError) as exc:
+    except (ConfigError, PluginError, ExperimentFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     click.echo(f"report: {run_dir / 'report.md'}", err=True)
@@ -140,6 +140,9 @@ def _exit_for(summary: dict) -> None:
         click.echo(f"warning: {summary.get('failed_trials', 0)} trials failed and "
                    f"{summary.get('diverged_architectures', 0)} architectures diverged; "
                    f"see the report", err=True)
+        for failure in summary.get("failed", []):
+            click.echo(f"  {failure['trial']}: {failure['error']} (log: {failure['log']} in "
+                       f"the run directory)", err=True)
         sys.exit(EXIT_INCOMPLETE)
 
 
@@ -192,14 +195,17 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
     Several workers (on one machine or many) share the study: each claims waiting trials,
     so none is run twice.
     """
-    from dnas_core.runner.orchestrate import Coordinator
-    from dnas_core.runner.study import Studies, default_storage
+    from dnas_core.runner.orchestrate import Coordinator, ExperimentFailed
+    from dnas_core.runner.preflight import make_run_dir
+    from dnas_core.runner.study import Studies, default_storage, is_storage_url
 
     path = Path(target)
     if path.is_dir():
         run_dir, url = path, storage or default_storage(path)
         if not (path / "study.db").exists() and storage is None:
             raise click.ClickException(f"{path}: no study.db here; pass --storage URL")
+    elif not is_storage_url(target):
+        raise click.ClickException(f"{target}: no such run directory, and not a storage URL")
     else:
         url = target
         run_dir = out or Path("runs") / f"worker-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -207,14 +213,20 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
                  grace_period=grace_period)
     try:
         studies = Studies(url, liveness=pool.liveness)
+        make_run_dir(run_dir)
     except KeyError as exc:
         raise click.ClickException(f"{url}: no dnas experiment in this storage") from exc
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     experiment = studies.experiment
     pool = dataclasses.replace(pool, timeout=timeout or experiment.trial_timeout,
                                max_oom_retries=experiment.max_oom_retries)
     coordinator = Coordinator(run_dir, studies, pool)
     coordinator.run()
-    summary = coordinator.report()
+    try:
+        summary = coordinator.report()
+    except ExperimentFailed as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     _exit_for(summary)
 

@@ -114,7 +114,7 @@ def resolve(registry: Registry, plugin: str | None, *, config: Path | None = Non
                       override_origins(f"{key}={value!r}", (value_origins or {}).get(key)))
     if data_path is not None:
         data = merge(data, {"domain": {"data": {"path": data_path}}})
-        origins.update(override_origins(f"domain.data.path={data_path}"))
+        origins.update(override_origins(f"domain.data.path={data_path}", f"--data {data_path}"))
     data["plugin"] = domain.name
     settings = build(RunSettings, data, origins=origins)
     domain_settings: Any = build(domain.settings_type, settings.domain, "domain", origins)

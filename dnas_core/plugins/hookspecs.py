@@ -40,6 +40,14 @@ def dnas_make_data(domain: str, settings: Any, seed: int) -> DataBundle | None:
     """The table and the weights / arch / val / test row splits, deterministic by seed."""
 
 
+@hookspec
+def dnas_check_data(domain: str, settings: Any) -> list[str] | None:
+    """Problems with the configured data, each naming its file (empty: none), found
+    cheaply (headers and sizes, no rows read). Called when a run is planned, before its
+    run directory exists, so a directory that is not prepared data or a truncated array
+    fails at once instead of inside every trial. Optional; ``None`` for other domains."""
+
+
 @hookspec(firstresult=True)
 def dnas_make_supernet(domain: str, settings: Any, data_info: dict[str, Any]) -> SuperNet | None:
     """The supernet for the configured search space."""

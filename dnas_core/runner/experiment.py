@@ -162,7 +162,7 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
     instead of inside a trial hours later.
     """
     from dnas_core.config.runspec import resolve
-    from dnas_core.runner.preflight import check_runnable
+    from dnas_core.runner.preflight import check_data, check_runnable
 
     plan, origins = load_experiment(experiment) if experiment else \
         (Experiment(plugin=plugin or ""), {})
@@ -189,6 +189,7 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
                    config=Path(plan.config) if plan.config else None, preset=plan.preset,
                    values=plan.set, data_path=plan.data_path, value_origins=labels)
     check_runnable(base)
+    check_data(registry, base)
     plan.plugin = base.domain.name
     first = plan.supernets.grid_points()[:1] or [{}]
     for point in plan.supernets.grid_points() + plan.supernets.range_ends() + [
@@ -196,10 +197,12 @@ def plan_experiment(registry: Any, *, plugin: str | None = None, config: Path | 
             plan.architectures.grid_points() + plan.architectures.range_ends()]:
         where = {**labels, **{key: _grid_label(origins, key, value, experiment)
                               for key, value in point.items()}}
-        check_runnable(resolve(registry, plan.plugin,
-                               config=Path(plan.config) if plan.config else None,
-                               preset=plan.preset, values={**plan.set, **point},
-                               data_path=plan.data_path, value_origins=where))
+        spec = resolve(registry, plan.plugin, config=Path(plan.config) if plan.config else None,
+                       preset=plan.preset, values={**plan.set, **point},
+                       data_path=plan.data_path, value_origins=where)
+        check_runnable(spec)
+        if "domain.data.path" in point:  # the data checked above is the same elsewhere
+            check_data(registry, spec)
     return plan
 
 

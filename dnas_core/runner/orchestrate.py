@@ -227,6 +227,22 @@ class Coordinator:
             self._next_claim = 0.0
 
     # ----- report --------------------------------------------------------------------------
+    def failures(self) -> list[dict[str, str]]:
+        """The trials that failed for good: which, the line that says why, their log."""
+        out = []
+        for name in (SUPERNETS, ARCHITECTURES):
+            for t in self.studies.trials(name, [TrialState.FAIL]):
+                error = t.user_attrs.get("error")
+                if not t.user_attrs.get("final") or error == "diverged":
+                    continue
+                try:
+                    log = str(trial_dir(self.run_dir, t).relative_to(self.run_dir) / "log.txt")
+                except UnsafeName:
+                    log = "-"
+                out.append({"trial": f"{name}/{t.number}", "error": error_line(error or ""),
+                            "log": log})
+        return out
+
     def report(self) -> dict[str, Any]:
         """Write results.jsonl (from the storage, the source of truth), report.md and
         summary.json. Only the searched architectures that trained are ranked; the
@@ -237,10 +253,14 @@ class Coordinator:
         ok = [r for r in all_rows if r.get("status", "ok") == "ok"]
         rows = [r for r in ok if r.get("role", "search") == "search"]
         diverged = [r for r in all_rows if r.get("status") == "diverged"]
+        failed = self.failures()
         if not rows:
-            raise RuntimeError(f"no searched architecture finished training "
-                               f"({len(diverged)} diverged); see the trial logs under "
-                               f"{self.run_dir / 'trials'}")
+            first = f"; first: {failed[0]['trial']}: {failed[0]['error']} (log: " \
+                    f"{self.run_dir / failed[0]['log']})" if failed else ""
+            raise ExperimentFailed(f"no searched architecture finished training "
+                                   f"({len(failed)} trials failed, {len(diverged)} diverged)"
+                                   f"{first}; see the trial logs under "
+                                   f"{self.run_dir / 'trials'}")
         results = self.run_dir / "results.jsonl"
         tmp = results.with_name("results.jsonl.tmp")
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
@@ -270,21 +290,32 @@ class Coordinator:
         heatmaps = sorted(self.run_dir.glob("trials/supernet-*/heatmaps/*.png"))
         write_report(self.run_dir, f"dnas experiment: {self.studies.experiment.plugin}", rows,
                      primary, units, heatmaps, comparisons=comparisons, entropies=entropies,
-                     diverged=diverged)
+                     diverged=diverged, failed=failed)
         best = min(rows, key=lambda r: r[primary])
-        failed = [t for name in (ARCHITECTURES, SUPERNETS)
-                  for t in self.studies.trials(name, [TrialState.FAIL])
-                  if t.user_attrs.get("final") and t.user_attrs.get("error") != "diverged"]
         summary = {"best_arch_id": best["arch_id"], "primary_metric": primary,
                    primary: best[primary], "cost": best["cost"],
                    "trained_architectures": len(rows),
                    "baseline_architectures": len(ok) - len(rows),
                    "diverged_architectures": len(diverged),
-                   "failed_trials": len(failed),
+                   "failed_trials": len(failed), "failed": failed,
                    "baselines": {space: as_json(e, v) for space, (e, v, _) in
                                  comparisons.items()}}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         return summary
+
+
+class ExperimentFailed(RuntimeError):
+    """No searched architecture finished: there is nothing to report (the message says
+    how many trials failed, the first one's error and where its log is)."""
+
+
+def error_line(error: str) -> str:
+    """A failed trial's error in one line: how it ended and the last line its log holds
+    (the exception, for a trial that raised)."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if len(lines) > 1:
+        return f"{lines[0]}: {lines[-1]}"[:300]
+    return lines[0][:300] if lines else "unknown error"
 
 
 def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
@@ -295,17 +326,20 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     rather than a silent mix of results.
     """
     from dnas_core.config.validate import ConfigError, describe_differences
+    from dnas_core.runner.preflight import make_run_dir
     from dnas_core.runner.study import default_storage
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(run_dir)
+    if storage is None:  # the default storage lives in the run directory
+        make_run_dir(run_dir)
     studies = Studies(url, experiment, seed=seed, liveness=pool.liveness)
     if studies.experiment.to_json() != experiment.to_json():
         stored, now = json.loads(studies.experiment.to_json()), json.loads(experiment.to_json())
         raise ConfigError(f"{url}: this study was made by another experiment "
                           f"({describe_differences(stored, now)}); use another --out or "
                           f"--storage, or the same settings to resume")
+    make_run_dir(run_dir)  # only now for a --storage that cannot be opened or is another's
     coordinator = Coordinator(run_dir, studies, pool)
     coordinator.run()
     return coordinator.report()

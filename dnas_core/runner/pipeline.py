@@ -37,6 +37,7 @@ from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger, save_heatmap
 from dnas_core.engine.training import count_parameters, evaluate, predict, train_sampled
 from dnas_core.plugins.registry import Registry
+from dnas_core.runner.preflight import make_run_dir
 
 
 @dataclass
@@ -318,7 +319,7 @@ def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run
 
 
 def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)
     saved = run_dir / "config.yaml"
     current = spec.to_dict()
     if saved.exists():

@@ -153,16 +153,30 @@ def _unit_of(units: Units, name: str) -> str:
     return next((u[name] for u in units.values() if name in u), "?")
 
 
+def failed_lines(failed: Sequence[dict[str, str]]) -> list[str]:
+    """The trials that failed for good, so a partial grid is not mistaken for a whole one."""
+    lines = ["## Failed trials (not in any table above)", "",
+             f"{len(failed)} trials failed for good; what they would have added is missing "
+             f"above.", ""]
+    body = [[f["trial"], f["error"].replace("|", "\\|"), f"[{f['log']}]({f['log']})"]
+            for f in failed]
+    return lines + _table(["trial", "error", "log"], body) + [""]
+
+
 def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], primary: str,
                  units: Units, heatmaps: Sequence[Path], *,
                  comparisons: dict[str, tuple[list[Entry], list[Verdict], list[str]]]
                  | None = None,
                  entropies: dict[str, dict[str, list[float]]] | None = None,
-                 diverged: Sequence[dict[str, Any]] = ()) -> Path:
+                 diverged: Sequence[dict[str, Any]] = (),
+                 failed: Sequence[dict[str, str]] = ()) -> Path:
     """Write ``report.md`` (and ``pareto.png``) into the run directory: the baselines
     first, then the searched architectures (``rows``, the only ones ranked and plotted)."""
     metric = primary.removeprefix("val_")
     lines = [f"# {title}", "", f"{len(rows)} trained architectures; ranked by {primary}.", ""]
+    if failed:
+        lines += [f"**{len(failed)} trials failed**: see [Failed trials](#failed-trials-not-in-"
+                  f"any-table-above) at the end.", ""]
     for space, (entries, verdicts, notes) in sorted((comparisons or {}).items()):
         lines += comparison_lines(space, entries, verdicts, metric, units, notes)
     if entropies:
@@ -218,6 +232,8 @@ def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], prim
 
     if diverged:
         lines += diverged_lines(diverged)
+    if failed:
+        lines += failed_lines(failed)
 
     if heatmaps:
         lines += ["## Architecture distributions (softmax of theta)", ""]

@@ -21,7 +21,7 @@ from dnas_core.runner.pipeline import (
     test_architecture,
     train_architecture,
 )
-from dnas_core.runner.preflight import check_runnable
+from dnas_core.runner.preflight import check_data, check_runnable
 from dnas_core.runner.worker import write_result
 
 
@@ -53,6 +53,7 @@ def train_one(registry: Registry, spec: RunSpec, arch_path: Path, out: Path,
     """Train ``arch_path``'s architecture under ``spec`` in ``out``; returns its row (also
     written to ``out/result.json``)."""
     check_runnable(spec)
+    check_data(registry, spec)
     arch = load_architecture(arch_path, spec)
     prepare_run_dir(spec, out)
     built = build_data(registry, spec)

@@ -21,6 +21,7 @@ from typing import Any, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dnas_core.config.validate import ConfigError
 from dnas_core.runner.experiment import Experiment, decode, encode, params_key
 
 SUPERNETS = "supernets"
@@ -50,6 +51,57 @@ class Liveness:
         if not 0 < self.heartbeat < self.grace:
             raise ValueError(f"the grace period ({self.grace} s) must be longer than the "
                              f"heartbeat interval ({self.heartbeat} s), both positive")
+
+
+
+class StorageError(ConfigError):
+    """A storage URL that names no storage this machine can open (the message says why)."""
+
+
+STORAGE_FORMS = "sqlite:///PATH, postgresql://..., mysql://... or journal:PATH"
+
+
+def is_storage_url(text: str) -> bool:
+    """Whether ``text`` is meant as a storage URL rather than a path."""
+    return "://" in text or text.startswith("journal:")
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a URL that cannot name a storage here (unknown scheme, missing driver,
+    missing directory) before anything is created, with one sentence that says why."""
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):].removeprefix("//"))
+        if not path.name or not path.parent.is_dir():
+            raise StorageError(f"storage {url}: journal: needs a file in an existing "
+                               f"directory; there is no directory {path.parent}")
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"storage {url}: not a storage URL; expected "
+                           f"{STORAGE_FORMS}") from None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise StorageError(f"storage {url}: unknown database {parsed.drivername!r}; "
+                           f"expected {STORAGE_FORMS}") from None
+    except ImportError as exc:
+        raise StorageError(f"storage {url}: the driver for {parsed.drivername!r} is not "
+                           f"installed ({exc})") from None
+    database = parsed.database or ""
+    if parsed.drivername.startswith("sqlite") and database not in ("", ":memory:") \
+            and not Path(database).parent.is_dir():
+        raise StorageError(f"storage {url}: no directory {Path(database).parent} for the "
+                           f"database file")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def open_storage(url: str, liveness: Liveness = Liveness()) -> optuna.storages.BaseStorage:
@@ -96,22 +148,29 @@ class Studies:
 
     def __init__(self, storage_url: str, experiment: Experiment | None = None, seed: int = 1,
                  liveness: Liveness = Liveness()):
+        from sqlalchemy.exc import SQLAlchemyError
+
         self.url = storage_url
         self.liveness = liveness
-        self.storage = open_storage(storage_url, liveness)
-        if experiment is None:
-            stored = optuna.load_study(study_name=SUPERNETS, storage=self.storage)
-            experiment = Experiment.from_json(stored.user_attrs["experiment"])
-        self.experiment = experiment
-        stages = {SUPERNETS: experiment.supernets, ARCHITECTURES: experiment.architectures}
-        self.stages = stages
-        self.studies = {
-            name: optuna.create_study(
-                study_name=name, storage=self.storage, direction="minimize",
-                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
-                pruner=(optuna.pruners.MedianPruner(n_startup_trials=2)
-                        if stage.prune else optuna.pruners.NopPruner()))
-            for name, stage in stages.items()}
+        check_storage_url(storage_url)
+        try:
+            self.storage = open_storage(storage_url, liveness)
+            if experiment is None:
+                stored = optuna.load_study(study_name=SUPERNETS, storage=self.storage)
+                experiment = Experiment.from_json(stored.user_attrs["experiment"])
+            self.experiment = experiment
+            stages = {SUPERNETS: experiment.supernets, ARCHITECTURES: experiment.architectures}
+            self.stages = stages
+            self.studies = {
+                name: optuna.create_study(
+                    study_name=name, storage=self.storage, direction="minimize",
+                    load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+                    pruner=(optuna.pruners.MedianPruner(n_startup_trials=2)
+                            if stage.prune else optuna.pruners.NopPruner()))
+                for name, stage in stages.items()}
+        except (SQLAlchemyError, OSError) as exc:  # no server, a read-only file, ...
+            raise StorageError(f"{storage_url}: cannot open the storage: "
+                               f"{first_line(exc)}") from None
         first = self.studies[SUPERNETS]
         if "experiment" in first.user_attrs:
             self.experiment = Experiment.from_json(first.user_attrs["experiment"])

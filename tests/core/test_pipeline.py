@@ -8,7 +8,7 @@ import yaml
 
 from dnas_core.config.validate import ConfigError
 from dnas_core.runner.experiment import plan_experiment
-from dnas_core.runner.orchestrate import PoolSettings, run_experiment
+from dnas_core.runner.orchestrate import ExperimentFailed, PoolSettings, run_experiment
 from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, Studies, default_storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +109,9 @@ def test_unknown_cost_term_fails_the_trial_and_is_reported(tmp_path, toy_registr
     plan = plan_experiment(toy_registry, plugin="toy",
                            overrides=overrides(SMALL) + ["search.cost.terms={latency: 1}"])
     run_dir = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="no searched architecture finished training"):
+    with pytest.raises(ExperimentFailed, match=r"no searched architecture finished training "
+                       r"\(1 trials failed, 0 diverged\); first: supernets/0: failed: exit 1: "
+                       r".*unknown cost 'latency'.*\(log: .*/trials/supernet-\w+/log.txt\)"):
         run_experiment(run_dir, plan, PoolSettings(["cpu"]))
     log = next(run_dir.glob("trials/supernet-*/log.txt")).read_text()
     assert "unknown cost 'latency'; toy offers flops" in log
@@ -150,6 +152,19 @@ def test_faulty_trials_are_handled_while_the_others_finish(tmp_path, toy_registr
                             for r in nan_rows)
     assert summary["failed_trials"] == 3 * len(by_fault["none"])
     assert summary["diverged_architectures"] == len(by_fault["nan"])
+    # each failed trial is listed with the line that says why and its log (issue 10, item 8)
+    failed = {f["trial"]: f for f in summary["failed"]}
+    assert len(failed) == summary["failed_trials"]
+    for fault, line in [("oom", "oom: exit 75: CUDA out of memory: "), ("crash", "failed: exit 1: "
+                        "ValueError: the toy plugin crashes on purpose"), ("hang", "timeout:")]:
+        for trial in by_fault[fault]:
+            listed = failed[f"architectures/{trial.number}"]
+            assert listed["error"].startswith(line), listed
+            assert (run_dir / listed["log"]).is_file()
+    report = (run_dir / "report.md").read_text()
+    assert f"**{len(failed)} trials failed**" in report and "## Failed trials" in report
+    for listed in failed.values():
+        assert f"| {listed['trial']} | {listed['error']} | [{listed['log']}]" in report
 
 
 def test_optuna_prunes_a_hopeless_training_run(tmp_path, toy_registry):

@@ -103,3 +103,52 @@ def test_two_workers_share_one_study_and_run_no_trial_twice(tmp_path, env, toy_r
     check_finished_once(run_dir)
     for log in run_dir.glob("trials/*/log.txt"):
         assert attempts(log) == 1, log
+
+
+def deterministic(run_dir: Path) -> tuple[list[dict], dict[str, str]]:
+    """results.jsonl without what depends on the clock or the order of claims (seconds,
+    trial numbers), sorted; and every architecture file's text."""
+    rows = [{k: v for k, v in json.loads(line).items() if k not in ("train_seconds", "trial")}
+            for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    rows.sort(key=lambda r: (r["arch_id"], json.dumps(r["hyperparameters"], sort_keys=True)))
+    archs = {p.name: p.read_text() for p in sorted((run_dir / "architectures").glob("*.json"))}
+    return rows, archs
+
+
+def test_a_run_resumed_after_sigkill_has_the_results_of_an_uninterrupted_one(tmp_path, env):
+    """SIGKILL inside the supernet search, rerun: the same rows and architectures, number
+    for number, as a run that was never stopped (the search resumes from its checkpoint
+    with the random state it had)."""
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "plugin": "toy", "baseline": "none", "set": {**SMALL, "domain.step_delay": 0.05},
+        "architectures": {"grid": {"train.optimizer.lr": [0.2, 0.3]}}}))
+
+    def command(run_dir: Path) -> list[str]:
+        return dnas("search", "--experiment", str(experiment), "--out", str(run_dir),
+                    "--devices", "cpu")
+
+    whole = subprocess.Popen(command(tmp_path / "whole"), env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(command(cut), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(cut.glob("trials/supernet-*/checkpoints/search.pt")):
+        assert proc.poll() is None, "the run ended before the kill point"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the coordinator's group; the trial follows it
+    proc.wait()
+    assert not (cut / "results.jsonl").exists()
+    time.sleep(2)  # the trial process notices its pool is gone and kills itself
+    rerun = subprocess.run(command(cut), env=env, cwd=tmp_path, capture_output=True,
+                           text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    _, err = whole.communicate(timeout=240)
+    assert whole.returncode == 0, err.decode()[-2000:]
+    log = next(cut.glob("trials/supernet-*/log.txt")).read_text()
+    assert "resuming search from chunk" in log  # the kill landed inside the search
+    rows, archs = deterministic(cut)
+    assert len(rows) == 2 * len(archs) > 0
+    assert (rows, archs) == deterministic(tmp_path / "whole")

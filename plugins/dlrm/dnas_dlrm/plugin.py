@@ -71,6 +71,16 @@ def preprocessing(settings: DlrmSettings, table: Any) -> dict[str, Any]:
 
 
 @hookimpl
+def dnas_check_data(domain: str, settings: DlrmSettings) -> list[str] | None:
+    """A prepared directory's manifest, array sizes and row counts, before a run starts."""
+    if domain != NAME or not settings.data.path:
+        return None
+    from dnas_dlrm.data.verify import problems
+
+    return problems(settings.data.path)
+
+
+@hookimpl
 def dnas_make_supernet(domain: str, settings: DlrmSettings, data_info: dict[str, Any]) -> Any:
     if domain != NAME:
         return None

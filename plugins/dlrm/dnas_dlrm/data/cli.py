@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .criteo import BadLineError
+from .linereader import CorruptInput
 from .manifest import ManifestError
 from .prepare import PrepareError, PrepareOptions, prepare
 from .schema import NUM_SPARSE
@@ -151,8 +152,9 @@ def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[st
                        f"{state['rows']:,} rows in all, {rate:,.0f} rows/s", err=True)
 
     try:
-        manifest = prepare(list(inputs), out_dir, options, progress=None if quiet else progress)
-    except (PrepareError, BadLineError, ManifestError) as error:
+        manifest = prepare(list(inputs), out_dir, options, progress=None if quiet else progress,
+                           notes=lambda text: click.echo(text, err=True))
+    except (PrepareError, BadLineError, ManifestError, CorruptInput) as error:
         raise click.ClickException(str(error)) from None
     if not quiet:
         sizes = ", ".join(f"{k} {v:,}" for k, v in manifest.split_sizes.items())

@@ -39,6 +39,9 @@ _FAST_TYPES = {name: (pa.int8() if name == "label" else
                       pa.int64() if name in DENSE_NAMES else pa.binary(8))
                for name in COLUMN_NAMES}
 _STRING_TYPES = {name: pa.string() for name in COLUMN_NAMES}
+#: longer lines are bad: a Criteo line has a few hundred bytes, and pyarrow cannot parse a
+#: line longer than its block (a 10 MB field made it fail with ``ArrowInvalid``)
+MAX_LINE_BYTES = 64 << 10
 _INT_PATTERN = r"^-?[0-9]+$"
 _HEX_PATTERN = r"^[0-9a-fA-F]{8}$"
 
@@ -122,20 +125,17 @@ def _convert(table: pa.Table, line_numbers: np.ndarray, n_lines: int) -> ParsedB
 
 
 # ----------------------------------------------------------------------------- parsing
-def _read(chunk: bytes | memoryview, types: dict, threads: bool, invalid: list | None) -> pa.Table:
-    def handler(row) -> str:
-        if invalid is None:
-            return "error"
-        invalid.append(row)
-        return "skip"
-
+def _read(chunk: bytes | memoryview, types: dict, threads: bool) -> pa.Table:
+    """The chunk as a table; ``ArrowInvalid`` for a wrong field count or value. (No
+    invalid-row handler: pyarrow decodes a bad row as UTF-8 before calling one, which
+    prints decoder noise for binary input.)"""
     return pa_csv.read_csv(
         pa.py_buffer(chunk),
         read_options=pa_csv.ReadOptions(column_names=list(COLUMN_NAMES), use_threads=threads,
                                         block_size=_ARROW_BLOCK_BYTES),
         parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False,
                                           escape_char=False, newlines_in_values=False,
-                                          ignore_empty_lines=False, invalid_row_handler=handler),
+                                          ignore_empty_lines=False),
         convert_options=pa_csv.ConvertOptions(column_types=types, null_values=[""],
                                               strings_can_be_null=True, check_utf8=False),
     )
@@ -157,6 +157,13 @@ def _lines(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
         if len(inner):
             stray[np.searchsorted(ends, inner)] = True
     return starts, ends, tab_counts, stray
+
+
+def _lines_holding(buf: np.ndarray, ends: np.ndarray, byte: int) -> np.ndarray:
+    """Per line (given the index of each line's end), whether it holds ``byte``."""
+    found = np.zeros(len(ends), dtype=bool)
+    found[np.searchsorted(ends, np.flatnonzero(buf == byte))] = True
+    return found
 
 
 def pad_short_lines(chunk: bytes | memoryview) -> bytes | memoryview:
@@ -183,10 +190,21 @@ def _slow_path(chunk: bytes | memoryview, first_line: int, file: str, skip_bad: 
     starts, ends, tabs, stray = _lines(buf)
     n_lines = len(starts)
     bad: list[BadLine] = []
-    wrong = (tabs != TABS_PER_LINE) | stray
+    binary = _lines_holding(buf, ends, 0)
+    long = (ends - starts > MAX_LINE_BYTES) & (tabs == TABS_PER_LINE)
+    wrong = (tabs != TABS_PER_LINE) | stray | binary | long
     for i in np.flatnonzero(wrong):
         line = first_line + int(i)
-        if stray[i]:
+        if binary[i]:
+            bad.append(BadLine(file, line, "line", "binary data (a NUL byte): not Criteo text"))
+        elif long[i]:
+            fields = bytes(buf[starts[i]:ends[i]]).split(b"\t")
+            widest = max(range(len(fields)), key=lambda k: len(fields[k]))
+            bad.append(BadLine(file, line, COLUMN_NAMES[widest],
+                               f"a value of {len(fields[widest]):,} bytes (the line has "
+                               f"{int(ends[i] - starts[i]):,}; a Criteo line has a few "
+                               "hundred)"))
+        elif stray[i]:
             bad.append(BadLine(file, line, "line", "carriage return inside the line"))
         elif starts[i] == ends[i] or (ends[i] - starts[i] == 1 and buf[starts[i]] == 13):
             bad.append(BadLine(file, line, COLUMN_NAMES[0], "empty line"))
@@ -209,7 +227,7 @@ def _slow_path(chunk: bytes | memoryview, first_line: int, file: str, skip_bad: 
         if bad and not skip_bad:
             raise BadLineError(bad[0])
         return _empty_block(n_lines, bad)
-    table = _read(chunk, _STRING_TYPES, threads, invalid=None)
+    table = _read(chunk, _STRING_TYPES, threads)
     if table.num_rows != len(good_lines):  # pragma: no cover - defensive
         raise RuntimeError(f"{file}: internal error: {table.num_rows} rows parsed from "
                            f"{len(good_lines)} lines starting at line {first_line}")
@@ -277,12 +295,11 @@ def parse_chunk(chunk: bytes | memoryview, first_line: int, file: str, *,
     if n_lines is None or allow_short_lines:
         data = np.frombuffer(chunk, dtype=np.uint8)
         n_lines = int(np.count_nonzero(data == 10)) + (0 if data[-1] == 10 else 1)
-    invalid: list = []
     try:
-        table = _read(chunk, _FAST_TYPES, threads, invalid)
+        table = _read(chunk, _FAST_TYPES, threads)
     except pa.ArrowInvalid:
         table = None
-    if table is not None and not invalid and table.num_rows == n_lines:
+    if table is not None and table.num_rows == n_lines:
         lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
         block = _convert(table, lines, n_lines)
         if block is not None:

@@ -10,11 +10,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_CHUNK_BYTES = 16 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CorruptInput(ValueError):
+    """An input whose compressed stream ends early or is damaged (the message names it)."""
 
 
 def is_gzip(path: str | Path) -> bool:
@@ -62,7 +67,14 @@ def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
             view = memoryview(buffer)
             filled = len(carry)
             while filled < len(buffer):
-                count = stream.readinto(view[filled:])
+                try:
+                    count = stream.readinto(view[filled:])
+                except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+                    whole = first_line - 1 + buffer.count(b"\n", 0, filled)
+                    where = f" after line {whole:,}" if whole else ""
+                    raise CorruptInput(
+                        f"{path}: the gzip data is cut short or damaged{where} ({error}); "
+                        "download or copy it again") from None
                 if not count:
                     break
                 filled += count

@@ -22,7 +22,8 @@ rows stay in the arrays) and the rate is recorded for :func:`.splits.correct_dow
 
 Output goes to a temporary sibling directory (``.NAME.prepare-*``), renamed onto ``out``
 after the manifest, written last, is on disk: an interrupted prepare leaves nothing that
-looks complete.
+looks complete, and a killed one's directory is removed by the next prepare into the same
+``out`` (:mod:`.leftovers`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from . import protocols
+from . import leftovers, protocols
 from .criteo import BadLine, ParsedBlock, parse_chunk
 from .linereader import is_gzip, iter_line_chunks
 from .manifest import ARRAY_FILES, MANIFEST_NAME, MISSING_ROW, SPLIT_FILES, Manifest
@@ -118,11 +119,15 @@ def _source_stat(path: Path) -> tuple[int, float]:
 # ----------------------------------------------------------------------------- prepare
 def prepare(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
             options: PrepareOptions | None = None, *,
-            progress: Callable[[dict[str, Any]], None] | None = None) -> Manifest:
+            progress: Callable[[dict[str, Any]], None] | None = None,
+            notes: Callable[[str], None] | None = None) -> Manifest:
     """Prepare Criteo text files (in time order) into ``out_dir``; return its manifest.
 
-    Raises :class:`PrepareError` for bad options or inputs and
-    :class:`.criteo.BadLineError` for a malformed line under ``on_bad_line="error"``.
+    Raises :class:`PrepareError` for bad options or inputs (no row kept included),
+    :class:`.criteo.BadLineError` for a malformed line under ``on_bad_line="error"`` and
+    :class:`.linereader.CorruptInput` for a cut-short gzip file. ``notes`` receives a
+    sentence for each temporary directory of an earlier, killed prepare (see
+    :mod:`.leftovers`).
     """
     options = options or PrepareOptions()
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
@@ -135,10 +140,15 @@ def prepare(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
     if out_dir.exists() and options.overwrite:
         _check_replaceable(out_dir, paths)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for note in leftovers.clear(out_dir):
+        if notes is not None:
+            notes(note)
     tmp = out_dir.parent / f".{out_dir.name}.prepare-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
+        leftovers.claim(tmp)
         manifest = _prepare_into(paths, tmp, options, progress)
+        leftovers.release(tmp)
         if out_dir.exists():
             if out_dir.is_dir() and not any(out_dir.iterdir()):
                 out_dir.rmdir()
@@ -248,6 +258,8 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
         for writer in writers:
             writer.close()
 
+    if not rows:
+        raise PrepareError(_no_rows(sources, bad_listed, paths, options))
     split_plan = protocols.plan(options, rows, sources)
     cardinalities = [int(s) if s is not None else 0 for s in sizes]
     encodings: list[dict[str, Any]] = []
@@ -282,6 +294,23 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
     )
     manifest.save(tmp)
     return manifest
+
+
+def _no_rows(sources: list[dict[str, Any]], bad: list[list[Any]], paths: list[Path],
+             options: PrepareOptions) -> str:
+    """Why no row was kept: a data set of 0 rows is never written."""
+    names = ", ".join(str(p) for p in paths)
+    lines = sum(s["lines"] for s in sources)
+    if not lines:
+        return f"no rows to prepare: the input ({names}) holds no lines"
+    bad_count = sum(s["bad_lines"] for s in sources)
+    if bad_count == lines:
+        first = f" (the first: {paths[bad[0][0]]}, line {bad[0][1]}, field {bad[0][2]}: " \
+                f"{bad[0][3]})" if bad else ""
+        return (f"no rows to prepare: every one of the {lines:,} lines of {names} is bad and "
+                f"was skipped{first}; is this Criteo text?")
+    return (f"no rows to prepare: subsample (--subsample) {options.subsample} kept none of "
+            f"the {lines - bad_count:,} good lines of {names}")
 
 
 def _write_splits(tmp: Path, rows: int, split_plan: protocols.SplitPlan,

@@ -60,9 +60,13 @@ def check_inputs(inputs: Sequence[Path], options: PrepareOptions) -> None:
     """Refuse inputs that do not fit the options, before any work starts."""
     if not inputs:
         raise PrepareError("no input files given")
-    for path in inputs:
+    for i, path in enumerate(inputs):
         if not path.is_file():
             raise PrepareError(f"input {path}: no such file")
+        again = next((j for j in range(i) if _same_file(inputs[j], path)), None)
+        if again is not None:  # its rows would be read, and trained on, twice
+            raise PrepareError(f"input {path} is given twice (inputs {again + 1} and {i + 1} "
+                               "are the same file); list each file once")
     days = [_DAY_PATTERN.search(p.name) for p in inputs]
     if len(inputs) > 1 and all(days):
         numbers = [int(m.group(1)) for m in days]  # type: ignore[union-attr]
