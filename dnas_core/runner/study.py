@@ -227,12 +227,27 @@ class Studies:
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
+            if self._superseded(name, frozen):
+                continue
             trial = optuna.Trial(study, frozen._trial_id)
             for key, dist in self.stages[name].distributions().items():
                 suggest(trial, key, dist)
             trial.set_user_attr("owner", owner())
             return trial
         return None
+
+    def _superseded(self, name: str, claimed: FrozenTrial) -> bool:
+        """Whether an earlier live trial has the same key: two workers may queue the same
+        point at once (queueing is not atomic), and the lowest-numbered copy runs. A copy
+        is failed without ``final``: not an error, never listed."""
+        key = claimed.user_attrs.get("key")
+        earlier = [t.number for t in self.trials(name) if t.number < claimed.number
+                   and t.user_attrs.get("key") == key and t.state != TrialState.FAIL]
+        if not earlier:
+            return False
+        self.storage.set_trial_user_attr(claimed._trial_id, "duplicate_of", earlier[0])
+        self.studies[name].tell(claimed.number, state=TrialState.FAIL)
+        return True
 
     def params(self, trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
         """The trial's setting overrides, decoded."""
