@@ -66,7 +66,7 @@ def trial_text(view: TrialView) -> str:
 
 
 class PlainLines:
-    """One line per event and a status line every ``status_every`` seconds."""
+    """One line per event, a status line every ``status_every`` seconds and one at the end."""
 
     def __init__(self, stream: IO[str], status_every: float = STATUS_EVERY) -> None:
         self.stream = stream
@@ -82,7 +82,7 @@ class PlainLines:
 
     def update(self, snapshot: Snapshot) -> None:
         self._elapsed = snapshot.elapsed
-        if snapshot.elapsed < self._next_status:
+        if snapshot.elapsed < self._next_status and not snapshot.final:
             return
         self._next_status = snapshot.elapsed + self.status_every
         parts = [stages_text(snapshot)]

@@ -236,7 +236,7 @@ class Coordinator:
             self._top_up_random()
             pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.on_poll)
             if not self.unfinished():
-                self.monitor.tick(force=True)
+                self.monitor.tick(final=True)
                 return
             self.monitor.tick()
             time.sleep(CLAIM_INTERVAL)  # another worker's trials are still running

@@ -4,9 +4,9 @@ Trials may run on other machines than the coordinator that watches them, so they
 through the one thing every worker shares with its trials: the trial directory.
 :class:`ProgressWriter` turns the engine's per-batch :class:`~dnas_core.engine.progress.Step`
 into ``progress.json``, replaced atomically (``os.replace``) and at most once per
-``min_interval`` seconds (a phase's first and last step at once), so a reader never sees half a file and
-the trial pays a clock read per batch. :func:`read_progress` reads it back, tolerating a
-file that is missing or unreadable (the trial may not have started yet).
+``min_interval`` seconds (a phase's first and last step at once), so a reader never sees
+half a file and the trial pays a clock read per batch. :func:`read_progress` reads it
+back, tolerating a file that is missing or unreadable (the trial may not have started).
 
 Times in the file are the trial's own wall clock; the time left is computed from them
 alone, so clocks of different machines need not agree.
@@ -82,8 +82,9 @@ class ProgressWriter:
                 now - self._last_write < self.min_interval:
             return
         started, from_fraction = self._start
+        left = time_left(now - started, fraction, from_fraction)
         self._write(TrialProgress(step.phase, step.label, step.batch, step.batches, fraction,
-                                  time_left(now - started, fraction, from_fraction)), now)
+                                  None if left is None else round(left, 1)), now)
 
     def _write(self, progress: TrialProgress, now: float | None = None) -> None:
         self._last_write = self.clock() if now is None else now

@@ -65,6 +65,7 @@ class Snapshot:
     trials: list[TrialView]
     best: str = ""  # "val logloss 0.4312 (architecture 1a2b3c4d, search)"
     left: float | None = None  # seconds until the experiment is done, if it can be told
+    final: bool = False  # the last one: nothing is left to run
 
 
 class Watcher(Protocol):
@@ -188,19 +189,19 @@ class Monitor:
         self.watcher.event(Event(kind, key, running.title, metric, seconds,
                                  note if kind == "failed" else ""))
 
-    def tick(self, force: bool = False) -> None:
-        """Build and hand over a snapshot if one is due (``force``: now, counts fresh)."""
-        if self.watcher is None or (self.clock() < self._next_snapshot and not force):
+    def tick(self, final: bool = False) -> None:
+        """Build and hand over a snapshot if one is due (``final``: the last, now)."""
+        if self.watcher is None or (self.clock() < self._next_snapshot and not final):
             return
         now = self.clock()
         self._next_snapshot = now + SNAPSHOT_SECONDS
-        if now >= self._next_counts or force:
+        if now >= self._next_counts or final:
             self._next_counts = now + COUNTS_SECONDS
             self._read_study()
         views = [TrialView(key, r.title, now - r.started, read_progress(r.directory))
                  for key, r in self._running.items()]
         self.watcher.update(Snapshot(now - self.started, dict(self._counts), views,
-                                     self._best, self._left(views)))
+                                     self._best, self._left(views), final))
 
     def _read_study(self) -> None:
         trials = {name: self.studies.trials(name) for name in (SUPERNETS, ARCHITECTURES)}

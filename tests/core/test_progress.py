@@ -1,0 +1,121 @@
+"""Progress reporting: the trial's throttled progress file, the time-left arithmetic, and
+the plain lines shown without a terminal."""
+
+import io
+import json
+
+from dnas_cli.live_view import PlainLines, event_line
+from dnas_core.engine.progress import Step, format_duration, time_left
+from dnas_core.runner.progress import PROGRESS_FILE, ProgressWriter, read_progress
+from dnas_core.runner.watch import Event, Snapshot, StageCounts, TrialView, experiment_left
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def step(done, total=40, batches=10, phase="search"):
+    return Step(phase, f"chunk {(done - 1) // batches + 1}/4 weights", (done - 1) % batches + 1,
+                batches, done, total)
+
+
+def test_the_progress_file_is_written_at_most_twice_a_second(tmp_path):
+    clock = Clock()
+    writer = ProgressWriter(tmp_path, min_interval=0.5, clock=clock)
+    writer.phase("data")
+    assert writer.writes == 1 and read_progress(tmp_path).phase == "data"
+    for done in range(1, 31):  # thirty steps in 0.29 s: only the first (a new phase) is written
+        writer(step(done))
+        clock.now += 0.01
+    assert writer.writes == 2
+    assert read_progress(tmp_path).batch == 1
+    clock.now += 0.25  # 0.54 s after the last write
+    writer(step(31))
+    assert writer.writes == 3
+    shown = read_progress(tmp_path)
+    assert (shown.label, shown.batch, shown.batches, shown.fraction) == \
+        ("chunk 4/4 weights", 1, 10, 31 / 40)
+    for done in range(32, 41):  # the last step of the phase is written at once
+        writer(step(done))
+    assert writer.writes == 4 and read_progress(tmp_path).fraction == 1.0
+    data = json.loads((tmp_path / PROGRESS_FILE).read_text())
+    assert set(data) >= {"phase", "label", "batch", "batches", "fraction", "left", "updated"}
+    assert not list(tmp_path.glob("*.tmp"))  # replaced atomically, nothing left over
+
+
+def test_time_left_is_measured_from_the_first_step_of_a_phase(tmp_path):
+    clock = Clock()
+    writer = ProgressWriter(tmp_path, min_interval=0.5, clock=clock)
+    writer(step(11))  # a resumed search starts at 11/40
+    assert read_progress(tmp_path).left is None  # no rate yet
+    clock.now += 6.0
+    writer(step(17))  # 6 batches in 6 s: 23 left
+    assert read_progress(tmp_path).left == 23.0
+    clock.now += 1.0
+    writer(step(2, total=20, batches=10, phase="train"))  # a new phase starts its own rate
+    assert read_progress(tmp_path).left is None
+    clock.now += 2.0
+    writer(step(6, total=20, batches=10, phase="train"))  # 4 batches in 2 s: 14 left, 7 s
+    assert read_progress(tmp_path).left == 7.0
+
+
+def test_unreadable_progress_is_none(tmp_path):
+    assert read_progress(tmp_path) is None
+    (tmp_path / PROGRESS_FILE).write_text('{"phase": "sea')  # torn by hand, never by a writer
+    assert read_progress(tmp_path) is None
+
+
+def test_time_left_arithmetic():
+    assert time_left(10.0, 0.25) == 30.0
+    assert abs(time_left(10.0, 0.3, fraction_start=0.2) - 70.0) < 1e-9
+    assert time_left(0.0, 0.5) is None and time_left(5.0, 0.2, 0.2) is None
+    assert time_left(5.0, 1.0) == 0.0
+    assert [format_duration(s) for s in (None, 0, 59.6, 61, 3725)] == \
+        ["?", "0:00", "1:00", "1:01", "1:02:05"]
+
+
+def test_experiment_left_shares_queued_work_over_the_slots():
+    mean = {"supernets": 100.0, "architectures": 5.0}
+    # two running (10 s, 20 s) and four architectures of 5 s waiting, on two slots
+    assert experiment_left([10.0, 20.0], {"architectures": 4}, mean, slots=2) == 25.0
+    # never less than the longest running trial
+    assert experiment_left([60.0], {"architectures": 2}, mean, slots=4) == 60.0
+    assert experiment_left([], {"supernets": 0, "architectures": 0}, mean, slots=1) == 0.0
+    assert experiment_left([None, 3.0], {}, mean, slots=1) is None
+    assert experiment_left([3.0], {"architectures": 1}, {"architectures": None}, 1) is None
+
+
+def test_plain_lines_print_events_and_a_status_every_few_seconds():
+    out = io.StringIO()
+    lines = PlainLines(out, status_every=10.0)
+    counts = {"supernets": StageCounts(total=1, done=1),
+              "architectures": StageCounts(total=4, done=1, running=1, diverged=1)}
+    view = TrialView("architectures/2", "architecture toy-1234 (search)", 3.0,
+                     read_progress_like("train", "epoch 2/5", 3, 10, 0.26, 12.0))
+    for elapsed in (1.0, 5.0, 10.5, 15.0, 20.6):
+        lines.update(Snapshot(elapsed, counts, [view], "val logloss 0.4312 (...)", 75.0))
+    lines.event(Event("finished", "architectures/1", "architecture toy-abcd (random)",
+                      "val logloss 0.4312", 4.04))
+    printed = out.getvalue().splitlines()
+    assert printed == [
+        "[0:10] status: supernets 1/1, architectures 1/4 done; 1 running, 0 failed, 1 diverged;"
+        " architectures/2 train epoch 2/5 26% (3/10 batches); best val logloss 0.4312 (...);"
+        " elapsed 0:10, left 1:15",
+        "[0:21] status: supernets 1/1, architectures 1/4 done; 1 running, 0 failed, 1 diverged;"
+        " architectures/2 train epoch 2/5 26% (3/10 batches); best val logloss 0.4312 (...);"
+        " elapsed 0:21, left 1:15",
+        "[0:21] trial architectures/1 finished: architecture toy-abcd (random): "
+        "val logloss 0.4312 in 4.0 s"]
+    failed = Event("failed", "supernets/0", "supernet", message="failed: ValueError: bad")
+    assert event_line(failed, 3.0) == \
+        "[0:03] trial supernets/0 failed: supernet (failed: ValueError: bad)"
+
+
+def read_progress_like(phase, label, batch, batches, fraction, left):
+    from dnas_core.runner.progress import TrialProgress
+
+    return TrialProgress(phase, label, batch, batches, fraction, left)
