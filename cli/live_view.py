@@ -29,10 +29,10 @@ from dnas_core.runner.watch import Event, Snapshot, TrialView, Watcher
 STATUS_EVERY = 60.0
 
 
-def event_line(event: Event, elapsed: float) -> str:
+def event_line(event: Event) -> str:
     """``[0:12] trial architectures/3 finished: architecture 1a2b3c4d (search): val
     logloss 0.4312 in 4.0 s``."""
-    text = f"[{format_duration(elapsed)}] trial {event.key} {event.kind}: {event.title}"
+    text = f"[{format_duration(event.elapsed)}] trial {event.key} {event.kind}: {event.title}"
     if event.metric:
         text += f": {event.metric}"
     if event.seconds is not None:
@@ -71,17 +71,15 @@ class PlainLines:
     def __init__(self, stream: IO[str], status_every: float = STATUS_EVERY) -> None:
         self.stream = stream
         self.status_every = status_every
-        self._elapsed = 0.0
         self._next_status = status_every
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
 
     def event(self, event: Event) -> None:
-        self._print(event_line(event, self._elapsed))
+        self._print(event_line(event))
 
     def update(self, snapshot: Snapshot) -> None:
-        self._elapsed = snapshot.elapsed
         if snapshot.elapsed < self._next_status and not snapshot.final:
             return
         self._next_status = snapshot.elapsed + self.status_every
@@ -127,7 +125,6 @@ class LiveView:
         self.console = console
         self.live = Live(Text("starting"), console=console, refresh_per_second=4,
                          transient=False)
-        self._elapsed = 0.0
 
     def __enter__(self) -> LiveView:
         self.live.start()
@@ -137,11 +134,9 @@ class LiveView:
         self.live.stop()
 
     def event(self, event: Event) -> None:
-        self.live.console.print(event_line(event, self._elapsed), highlight=False,
-                                markup=False)
+        self.live.console.print(event_line(event), highlight=False, markup=False)
 
     def update(self, snapshot: Snapshot) -> None:
-        self._elapsed = snapshot.elapsed
         self.live.update(render(snapshot))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -38,6 +38,7 @@ class Event:
     metric: str = ""  # "val logloss 0.4312"
     seconds: float | None = None
     message: str = ""
+    elapsed: float = 0.0  # since the coordinator started
 
 
 @dataclass(frozen=True)
@@ -142,31 +143,37 @@ class _Running:
     started: float
 
 
-@dataclass
 class Monitor:
     """The coordinator's side of watching: it is told what starts and ends, and builds
     snapshots at most every :data:`SNAPSHOT_SECONDS` (the storage is asked for counts at
     most every :data:`COUNTS_SECONDS`). With no watcher it does nothing."""
 
-    watcher: Watcher | None
-    studies: Studies
-    slots: int = 1
-    clock: Callable[[], float] = time.monotonic
-    started: float = field(default_factory=time.monotonic)
-    _running: dict[str, _Running] = field(default_factory=dict)
-    _seconds: dict[str, list[float]] = field(default_factory=dict)
-    _next_snapshot: float = 0.0
-    _next_counts: float = 0.0
-    _counts: dict[str, StageCounts] = field(default_factory=dict)
-    _expected: float | None = 0.0  # architectures not queued yet (None: no idea yet)
-    _best: str = ""
+    def __init__(self, watcher: Watcher | None, studies: Studies, slots: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.watcher = watcher
+        self.studies = studies
+        self.slots = slots
+        self.clock = clock
+        self.started = clock()
+        self._running: dict[str, _Running] = {}
+        self._seconds: dict[str, list[float]] = {}  # durations of finished trials, by stage
+        self._next_snapshot = self._next_counts = 0.0
+        self._counts: dict[str, StageCounts] = {}
+        self._expected: float | None = 0.0  # architectures not queued yet (None: unknown)
+        self._best = ""
+
+    def _event(self, kind: EventKind, key: str, text: str, metric: str = "",
+               seconds: float | None = None, message: str = "") -> None:
+        assert self.watcher is not None
+        self.watcher.event(Event(kind, key, text, metric, seconds, message,
+                                 self.clock() - self.started))
 
     def trial_started(self, key: str, name: str, trial: FrozenTrial, directory: Path) -> None:
         if self.watcher is None:
             return
         text = title(trial, self.studies.params(trial))
         self._running[key] = _Running(name, trial, directory, text, self.clock())
-        self.watcher.event(Event("started", key, text))
+        self._event("started", key, text)
         self._next_counts = 0.0
 
     def trial_ended(self, key: str, status: str, seconds: float, result: dict[str, Any] | None,
@@ -186,8 +193,8 @@ class Monitor:
                 metric = metric_text(_value_name(result), float(result["value"]))
         lines = message.strip().splitlines()
         note = f"{status}: {lines[-1]}" if kind == "failed" and lines else status
-        self.watcher.event(Event(kind, key, running.title, metric, seconds,
-                                 note if kind == "failed" else ""))
+        self._event(kind, key, running.title, metric, seconds,
+                    note if kind == "failed" else "")
 
     def tick(self, final: bool = False) -> None:
         """Build and hand over a snapshot if one is due (``final``: the last, now)."""

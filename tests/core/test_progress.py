@@ -99,7 +99,8 @@ def test_plain_lines_print_events_and_a_status_every_few_seconds():
     for elapsed in (1.0, 5.0, 10.5, 15.0, 20.6):
         lines.update(Snapshot(elapsed, counts, [view], "val logloss 0.4312 (...)", 75.0))
     lines.event(Event("finished", "architectures/1", "architecture toy-abcd (random)",
-                      "val logloss 0.4312", 4.04))
+                      "val logloss 0.4312", 4.04, elapsed=20.7))
+    lines.update(Snapshot(21.0, counts, [], "val logloss 0.4312 (...)", 0.0, final=True))
     printed = out.getvalue().splitlines()
     assert printed == [
         "[0:10] status: supernets 1/1, architectures 1/4 done; 1 running, 0 failed, 1 diverged;"
@@ -109,9 +110,12 @@ def test_plain_lines_print_events_and_a_status_every_few_seconds():
         " architectures/2 train epoch 2/5 26% (3/10 batches); best val logloss 0.4312 (...);"
         " elapsed 0:21, left 1:15",
         "[0:21] trial architectures/1 finished: architecture toy-abcd (random): "
-        "val logloss 0.4312 in 4.0 s"]
-    failed = Event("failed", "supernets/0", "supernet", message="failed: ValueError: bad")
-    assert event_line(failed, 3.0) == \
+        "val logloss 0.4312 in 4.0 s",
+        "[0:21] status: supernets 1/1, architectures 1/4 done; 1 running, 0 failed, 1 diverged;"
+        " best val logloss 0.4312 (...); elapsed 0:21, left 0:00"]  # the last, at once
+    failed = Event("failed", "supernets/0", "supernet", message="failed: ValueError: bad",
+                   elapsed=3.0)
+    assert event_line(failed) == \
         "[0:03] trial supernets/0 failed: supernet (failed: ValueError: bad)"
 
 
@@ -119,3 +123,48 @@ def read_progress_like(phase, label, batch, batches, fraction, left):
     from dnas_core.runner.progress import TrialProgress
 
     return TrialProgress(phase, label, batch, batches, fraction, left)
+
+
+class Recorder:
+    def __init__(self):
+        self.events, self.snapshots = [], []
+
+    def event(self, event):
+        self.events.append(event)
+
+    def update(self, snapshot):
+        self.snapshots.append(snapshot)
+
+
+def test_the_monitor_reads_the_running_trials_progress_and_the_study(tmp_path, toy_registry):
+    from dnas_core.runner.experiment import plan_experiment
+    from dnas_core.runner.study import SUPERNETS, Studies, default_storage
+    from dnas_core.runner.watch import Monitor
+
+    plan = plan_experiment(toy_registry, plugin="toy")
+    studies = Studies(default_storage(tmp_path), plan)
+    claimed = studies.claim(SUPERNETS)
+    frozen = studies.studies[SUPERNETS].get_trials(deepcopy=False)[claimed.number]
+    clock, seen = Clock(), Recorder()
+    monitor = Monitor(seen, studies, slots=1, clock=clock)
+    monitor.trial_started("supernets/0", SUPERNETS, frozen, tmp_path / "t")
+    (tmp_path / "t").mkdir()
+    writer = ProgressWriter(tmp_path / "t", clock=clock)
+    writer(step(1))
+    clock.now += 4.0
+    writer(step(5))  # 4 batches in 4 s: 35 s left
+    monitor.tick()
+    monitor.tick()  # too soon: no second snapshot
+    (snapshot,) = seen.snapshots
+    assert snapshot.elapsed == 4.0 and snapshot.stages["supernets"].running == 1
+    (view,) = snapshot.trials
+    assert (view.key, view.progress.label, view.progress.left) == \
+        ("supernets/0", "chunk 1/4 weights", 35.0)
+    assert snapshot.left is None  # how many architectures the supernet queues is unknown
+    clock.now += 1.0
+    monitor.trial_ended("supernets/0", "ok", 5.0, {"value": 0.61234,
+                                                   "supernet_val": {"logloss": 0.61234}})
+    monitor.trial_ended("supernets/0", "ok", 5.0, None)  # told twice: said once
+    assert [(e.kind, e.key, e.title, e.metric, e.elapsed) for e in seen.events] == [
+        ("started", "supernets/0", "supernet", "", 0.0),
+        ("finished", "supernets/0", "supernet", "supernet val logloss 0.6123", 5.0)]
