@@ -165,6 +165,47 @@ def test_the_monitor_reads_the_running_trials_progress_and_the_study(tmp_path, t
     monitor.trial_ended("supernets/0", "ok", 5.0, {"value": 0.61234,
                                                    "supernet_val": {"logloss": 0.61234}})
     monitor.trial_ended("supernets/0", "ok", 5.0, None)  # told twice: said once
-    assert [(e.kind, e.key, e.title, e.metric, e.elapsed) for e in seen.events] == [
-        ("started", "supernets/0", "supernet", "", 0.0),
-        ("finished", "supernets/0", "supernet", "supernet val logloss 0.6123", 5.0)]
+    monitor.trial_started("supernets/1", SUPERNETS, frozen, tmp_path / "t")
+    monitor.trial_ended("supernets/1", "failed", 2.0, None,
+                        "exit 1\nTraceback ...\nValueError: the toy plugin crashes\n")
+    assert [(e.kind, e.key, e.title, e.metric, e.message, e.elapsed) for e in seen.events] == [
+        ("started", "supernets/0", "supernet", "", "", 0.0),
+        ("finished", "supernets/0", "supernet", "supernet val logloss 0.6123", "", 5.0),
+        ("started", "supernets/1", "supernet", "", "", 5.0),
+        ("failed", "supernets/1", "supernet", "", "failed: ValueError: the toy plugin crashes",
+         5.0)]
+
+
+def test_reporting_changes_no_result_and_counts_every_batch(tmp_path):
+    import torch
+
+    from dnas_core.config.settings import OptimizerSettings, TrainSettings
+    from dnas_core.engine.tasks import BinaryClassification
+    from dnas_core.engine.training import train_sampled
+    from tests.core.test_search import manager
+    from tests.core.toy_plugin import ToySampled, make_data
+
+    quiet = manager(tmp_path / "a")
+    quiet_archs = quiet.run()
+    steps = []
+    watched = manager(tmp_path / "b")
+    watched.reporter = steps.append
+    assert [a.to_dict() for a in watched.run()] == [a.to_dict() for a in quiet_archs]
+    torch.testing.assert_close(watched.supernet.op.theta, quiet.supernet.op.theta, rtol=0,
+                               atol=0)
+    assert [s.done for s in steps] == list(range(1, len(steps) + 1))  # every batch, in order
+    assert steps[-1].done == steps[-1].total == quiet.step
+    assert steps[0].label == f"chunk 1/{len(quiet.plan)} weights"
+
+    def train(reporter):
+        torch.manual_seed(3)
+        settings = TrainSettings(epochs=2, batch_size=64,
+                                 optimizer=OptimizerSettings("SGD", lr=0.2))
+        return train_sampled(ToySampled("mlp", 16), make_data(1200, 1), BinaryClassification(),
+                             settings, seed=1, device=torch.device("cpu"), reporter=reporter)
+
+    seen = []
+    assert train(seen.append).history == train(None).history
+    assert [s.label for s in seen if "validation" in s.label] == \
+        ["epoch 1/2 validation", "epoch 2/2 validation"]
+    assert seen[-1].fraction == 1.0 and seen[0].phase == "train"
