@@ -25,10 +25,6 @@ from dnas_core.engine.progress import Reporter, Step, format_duration
 from dnas_core.runner.study import ARCHITECTURES, SUPERNETS
 from dnas_core.runner.watch import Event, Snapshot, TrialView, Watcher
 
-#: seconds between status lines without a terminal
-STATUS_EVERY = 60.0
-
-
 def event_line(event: Event) -> str:
     """``[0:12] trial architectures/3 finished: architecture 1a2b3c4d (search): val
     logloss 0.4312 in 4.0 s``."""
@@ -68,7 +64,7 @@ def trial_text(view: TrialView) -> str:
 class PlainLines:
     """One line per event, a status line every ``status_every`` seconds and one at the end."""
 
-    def __init__(self, stream: IO[str], status_every: float = STATUS_EVERY) -> None:
+    def __init__(self, stream: IO[str], status_every: float) -> None:
         self.stream = stream
         self.status_every = status_every
         self._next_status = status_every
@@ -145,7 +141,7 @@ def on_terminal(console: Console) -> bool:
 
 
 @contextlib.contextmanager
-def watching(quiet: bool, status_every: float = STATUS_EVERY) -> Iterator[Watcher | None]:
+def watching(quiet: bool, status_every: float) -> Iterator[Watcher | None]:
     """The watcher for ``dnas search`` and ``dnas worker``: none with ``--quiet``."""
     if quiet:
         yield None

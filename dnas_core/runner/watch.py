@@ -204,7 +204,10 @@ class Monitor:
         self._next_snapshot = now + SNAPSHOT_SECONDS
         if now >= self._next_counts or final:
             self._next_counts = now + COUNTS_SECONDS
-            self._read_study()
+            try:
+                self._read_study()
+            except Exception:  # noqa: BLE001 - a busy storage: the last counts stand
+                pass
         views = [TrialView(key, r.title, now - r.started, read_progress(r.directory))
                  for key, r in self._running.items()]
         self.watcher.update(Snapshot(now - self.started, dict(self._counts), views,
