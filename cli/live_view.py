@@ -25,6 +25,7 @@ from dnas_core.engine.progress import Reporter, Step, format_duration
 from dnas_core.runner.study import ARCHITECTURES, SUPERNETS
 from dnas_core.runner.watch import Event, Snapshot, TrialView, Watcher
 
+
 def event_line(event: Event) -> str:
     """``[0:12] trial architectures/3 finished: architecture 1a2b3c4d (search): val
     logloss 0.4312 in 4.0 s``."""
