@@ -209,3 +209,10 @@ def test_reporting_changes_no_result_and_counts_every_batch(tmp_path):
     assert [s.label for s in seen if "validation" in s.label] == \
         ["epoch 1/2 validation", "epoch 2/2 validation"]
     assert seen[-1].fraction == 1.0 and seen[0].phase == "train"
+
+
+def test_dnas_train_draws_a_bar_only_on_a_terminal():
+    from dnas_cli.live_view import step_bar
+
+    with step_bar() as reporter:  # pytest's captured stderr is no terminal
+        assert reporter is None
