@@ -102,7 +102,7 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
         outcome = run_search(registry, spec, directory, built, reporter=progress)
         primary = built.task.primary
         return {"value": outcome.val_metrics[primary], **_row_losses(directory, run_dir, built),
-                "supernet_val": outcome.val_metrics, "units": outcome.units,
+                "supernet_val": outcome.val_metrics, "units": outcome.units, "space": spec.space,
                 "architectures": [a.to_dict() for a in outcome.architectures],
                 "search_seconds": outcome.search_seconds, "entropies": outcome.entropies,
                 "constant": outcome.constant,

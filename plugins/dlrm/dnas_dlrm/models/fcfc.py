@@ -163,17 +163,23 @@ class FcOfFc(SuperNet):
         return {"layers": self.layers(choices)}
 
     # ----- cost -------------------------------------------------------------------------------
-    def cost_tables(self, op_cost: OpCost) -> dict[str, Tensor]:
-        """Per-operator costs: ``first`` (k,), ``hidden`` (source k, target k), ``out`` (k,)."""
+    def cost_tables(self, op_cost: OpCost, n_in: int | None = None,
+                    n_out: int | None = None) -> dict[str, Tensor]:
+        """Per-operator costs: ``first`` (k,), ``hidden`` (source k, target k), ``out`` (k,).
+
+        ``n_in`` / ``n_out`` price the MLP a sampled model builds when its input or output
+        is narrower than the supernet's (a DLRM's widest drawn embedding sets both).
+        """
         s = self.sizes
+        n_in = self.n_in if n_in is None else int(n_in)
+        n_out = self.n_out if n_out is None else int(n_out)
         if self.n_node_layers == 0:
-            return {"direct": torch.tensor(float(op_cost(self.n_in, self.n_out)),
-                                           dtype=torch.float64)}
+            return {"direct": torch.tensor(float(op_cost(n_in, n_out)), dtype=torch.float64)}
         return {
-            "first": torch.tensor([op_cost(self.n_in, b) for b in s], dtype=torch.float64),
+            "first": torch.tensor([op_cost(n_in, b) for b in s], dtype=torch.float64),
             "hidden": torch.tensor([[op_cost(a, b) for b in s] for a in s],
                                    dtype=torch.float64),
-            "out": torch.tensor([op_cost(a, self.n_out) for a in s], dtype=torch.float64),
+            "out": torch.tensor([op_cost(a, n_out) for a in s], dtype=torch.float64),
         }
 
     def expected_cost(self, tables: Mapping[str, Tensor]) -> Tensor:

@@ -102,10 +102,11 @@ class DlrmSuperNet(SuperNet):
         self.embeddings = SearchedEmbeddings(tables, mask)
 
         self.interaction = DotInteraction(self.n_sparse + 1, settings.self_interaction)
-        top_in = self.interaction.output_size(self.width)
-        self.bottom_mlp = self._mlp("bottom_mlp", self.n_dense, self.width,
-                                    settings.bottom_mlp, final_relu=True)
-        self.top_mlp = self._mlp("top_mlp", top_in, 1, settings.top_mlp, final_relu=False)
+        ends = self.mlp_ends(self.width)
+        self.bottom_mlp = self._mlp("bottom_mlp", *ends["bottom_mlp"], settings.bottom_mlp,
+                                    final_relu=True)
+        self.top_mlp = self._mlp("top_mlp", *ends["top_mlp"], settings.top_mlp,
+                                 final_relu=False)
         self.last_batch_size: int | None = None
 
     def _mlp(self, part: str, n_in: int, n_out: int, hidden: Sequence[int],
@@ -138,6 +139,29 @@ class DlrmSuperNet(SuperNet):
         card = self.emb_card.last_weights if "emb_card" in self.searched else ones
         dim = self.emb_dim.last_weights if "emb_dim" in self.searched else ones
         return card, dim
+
+    def width_options(self) -> list[int]:
+        """The widths a sampled model's interaction can have: its widest table's, so the
+        distinct ``emb_dim`` options (one width when the dimension is not searched)."""
+        return sorted(set(self.dim_options))
+
+    def width_probabilities(self) -> Tensor:
+        """(b, len(width_options())): per example, the probability that the widest table
+        drawn has each width, under the last forward's ``emb_dim`` weights. Features draw
+        independently, so P(widest <= w) is the product over features of P(dim_j <= w).
+        One-hot weights (a fixed route) give exactly the sampled model's width."""
+        _, dim = self.embedding_weights()
+        widths = self.width_options()
+        at_most = torch.tensor([[d <= w for w in widths] for d in self.dim_options],
+                               dtype=torch.float64, device=dim.device)  # (n_dim, n_width)
+        below = (dim.double() @ at_most).prod(dim=1)  # (b, n_width): P(widest <= w)
+        return torch.diff(below, dim=1, prepend=torch.zeros_like(below[:, :1]))
+
+    def mlp_ends(self, width: int) -> dict[str, tuple[int, int]]:
+        """(inputs, outputs) of the bottom and top MLPs of a sampled model whose widest
+        table is ``width``."""
+        return {"bottom_mlp": (self.n_dense, width),
+                "top_mlp": (self.interaction.output_size(width), 1)}
 
     # ----- parameter groups -------------------------------------------------------------------
     def weight_param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -180,12 +204,11 @@ class DlrmSuperNet(SuperNet):
             rows = [self.row_options[j][int(c)] for j, c in enumerate(choices["emb_card"])]
         else:
             rows = list(self.rows)
-        width = max(dims)
-        top_in = self.interaction.output_size(width)
+        ends = self.mlp_ends(max(dims))
         bottom = self._layers(self.bottom_mlp, choices, "bottom_mlp.")
         top = self._layers(self.top_mlp, choices, "top_mlp.")
         # the sampled model pads to its own widest table, not the supernet's widest option
-        bottom[-1], top[0] = width, top_in
+        bottom[-1], top[0] = ends["bottom_mlp"][1], ends["top_mlp"][0]
         return {"emb_dims": dims, "hash_sizes": rows, "bottom_mlp": bottom, "top_mlp": top}
 
     @staticmethod
