@@ -55,6 +55,17 @@ def pool_options(command):
     return command
 
 
+def watch_options(command):
+    """How ``search`` and ``worker`` show progress (on stderr)."""
+    command = click.option("--quiet", "-q", is_flag=True,
+                           help="No progress output, only the final JSON.")(command)
+    command = click.option("--status-every", default=60.0, show_default=True,
+                           type=click.FloatRange(min=0.1), metavar="SECONDS",
+                           help="Without a terminal: seconds between status lines "
+                                "(on a terminal a live view is drawn instead).")(command)
+    return command
+
+
 def _pool(devices: str, jobs_per_device: int, timeout: float | None,
           max_oom_retries: int = 2, heartbeat: int = 20, grace_period: int = 120) -> Any:
     """The pool's settings; ``--devices`` and the liveness times are checked here, before
@@ -96,16 +107,20 @@ def _pool(devices: str, jobs_per_device: int, timeout: float | None,
                    "space's reference model and random architectures at equal compute.")
 @click.option("--no-baseline", is_flag=True, help="Same as --baseline none.")
 @pool_options
+@watch_options
 def search(plugin: str | None, config: Path | None, preset: str | None,
            experiment: Path | None, out: Path | None, overrides: tuple[str, ...],
            data_path: str | None, baseline: str | None, no_baseline: bool, devices: str,
            jobs_per_device: int, timeout: float | None, storage: str | None, heartbeat: int,
-           grace_period: int) -> None:
+           grace_period: int, quiet: bool, status_every: float) -> None:
     """Search supernets, train their sampled architectures, and report.
 
     Without --experiment this is one supernet and one training run per sampled
-    architecture: the smallest experiment, run by the same trial pool.
+    architecture: the smallest experiment, run by the same trial pool. Progress goes to
+    stderr: a live view on a terminal, one line per trial event and a status line every
+    --status-every seconds otherwise.
     """
+    from dnas_cli.live_view import watching
     from dnas_core.runner.experiment import plan_experiment
     from dnas_core.runner.orchestrate import ExperimentFailed, run_experiment
 
@@ -121,7 +136,8 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         click.echo(f"run directory: {run_dir}", err=True)
         pool = _pool(devices, jobs_per_device, timeout or plan.trial_timeout,
                      plan.max_oom_retries, heartbeat, grace_period)
-        summary = run_experiment(run_dir, plan, pool, storage)
+        with watching(quiet, status_every) as watcher:
+            summary = run_experiment(run_dir, plan, pool, storage, watcher=watcher)
     except (ConfigError, PluginError, ExperimentFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -165,6 +181,7 @@ def _exit_for(summary: dict) -> None:
 def train(plugin: str | None, arch_path: Path, config: Path | None, preset: str | None,
           out: Path | None, overrides: tuple[str, ...], data_path: str | None) -> None:
     """Train and test one given architecture with the search's training code."""
+    from dnas_cli.live_view import step_bar
     from dnas_core.config.runspec import resolve
     from dnas_core.runner.single import train_one
 
@@ -173,7 +190,8 @@ def train(plugin: str | None, arch_path: Path, config: Path | None, preset: str 
                        overrides=overrides, data_path=data_path)
         run_dir = out or Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
         click.echo(f"run directory: {run_dir}", err=True)
-        row = train_one(registry(), spec, arch_path, run_dir)
+        with step_bar() as reporter:
+            row = train_one(registry(), spec, arch_path, run_dir, reporter=reporter)
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({k: v for k, v in row.items() if k != "history"}, indent=2,
@@ -187,14 +205,17 @@ def train(plugin: str | None, arch_path: Path, config: Path | None, preset: str 
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Where this worker writes its trial files when TARGET is a storage URL.")
 @pool_options
+@watch_options
 def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
            timeout: float | None, storage: str | None, heartbeat: int,
-           grace_period: int) -> None:
+           grace_period: int, quiet: bool, status_every: float) -> None:
     """Join an experiment: TARGET is its run directory or its storage URL.
 
     Several workers (on one machine or many) share the study: each claims waiting trials,
-    so none is run twice.
+    so none is run twice. Progress on stderr as in ``dnas search`` (the stages count every
+    worker's trials; the trials shown are this worker's).
     """
+    from dnas_cli.live_view import watching
     from dnas_core.runner.orchestrate import Coordinator, ExperimentFailed
     from dnas_core.runner.preflight import make_run_dir
     from dnas_core.runner.study import Studies, default_storage, is_storage_url
@@ -221,8 +242,9 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
     experiment = studies.experiment
     pool = dataclasses.replace(pool, timeout=timeout or experiment.trial_timeout,
                                max_oom_retries=experiment.max_oom_retries)
-    coordinator = Coordinator(run_dir, studies, pool)
-    coordinator.run()
+    with watching(quiet, status_every) as watcher:
+        coordinator = Coordinator(run_dir, studies, pool, watcher)
+        coordinator.run()
     try:
         summary = coordinator.report()
     except ExperimentFailed as exc:

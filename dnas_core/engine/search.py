@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from dnas_core.config.settings import SearchSettings
 from dnas_core.engine import checkpoint
@@ -25,6 +24,7 @@ from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CostLoss, CostModel, priced
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm, scale_lrs
+from dnas_core.engine.progress import Reporter, Step
 from dnas_core.engine.schedules import Chunk, plan_chunks, temperature
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
@@ -46,7 +46,7 @@ class SearchManager:
                  cost: CostModel | None, cost_models: Mapping[str, CostModel],
                  settings: SearchSettings, *, domain: str, space: str, seed: int,
                  device: torch.device, run_dir: Path, logger: RunLogger | None = None,
-                 progress: bool = True):
+                 reporter: Reporter | None = None):
         self.supernet = supernet.to(device)
         self.task = task
         self.cost = cost  # what sampled architectures are ranked by
@@ -57,7 +57,7 @@ class SearchManager:
         self.device = device
         self.run_dir = Path(run_dir)
         self.logger = logger or RunLogger(None)
-        self.progress = progress
+        self.reporter = reporter
         self.cost_loss = CostLoss(settings.cost.form, settings.cost.coef,
                                   settings.cost.exponent, settings.cost.multiplier)
         if settings.cost.form != "off" and cost is None:
@@ -82,6 +82,10 @@ class SearchManager:
         self._check_groups()
         self.plan = plan_chunks(settings.warmup_epochs, settings.total_epochs,
                                 settings.alternate_every, settings.arch_sampling)
+        sizes = [len(c.batch_range(len(self.sources[c.kind]))) for c in self.plan]
+        #: batches of the plan before each chunk, and in all (the search's progress)
+        self._batches_before = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._batches_total = sum(sizes)
         self.gumbel = torch.Generator(device=device).manual_seed(seed)
         self.sampler = torch.Generator().manual_seed(seed + 7919)
         self.architectures: list[Architecture] = []
@@ -139,9 +143,9 @@ class SearchManager:
         self._freeze_for(chunk.kind)
         optimizer.set_epoch(epochs_done)
         batches = chunk.batch_range(len(source))
-        bar = tqdm(batches, desc=f"search {chunk.index + 1}/{len(self.plan)} {chunk.kind}",
-                   disable=not self.progress, leave=False, unit="batch")
-        for i, index in enumerate(bar):
+        label = f"chunk {chunk.index + 1}/{len(self.plan)} {chunk.kind}"
+        before = self._batches_before[chunk.index]
+        for i, index in enumerate(batches):
             if self.settings.update_lrs_every_step:
                 optimizer.set_epoch(epochs_done + i / len(source))
             inputs, targets = to_device(source.batch(index), self.device)
@@ -157,6 +161,9 @@ class SearchManager:
                 clip_grad_norm(optimizer.params(), self.settings.clip_grad_norm)
             optimizer.step()
             self.step += 1
+            if self.reporter is not None:
+                self.reporter(Step("search", label, i + 1, len(batches), before + i + 1,
+                                   self._batches_total))
             if self.step % 10 == 0 or i == len(batches) - 1:
                 values = {"task_loss": float(task_loss.detach()),
                           "total_loss": float(total.detach()), "temperature": tau}
@@ -164,7 +171,6 @@ class SearchManager:
                     values["cost"] = float(cost.detach().mean())
                 values.update({f"lr/{chunk.kind}/{k}": v for k, v in optimizer.lrs().items()})
                 self.logger.scalars(self.step, values, prefix="search/")
-                bar.set_postfix(loss=f"{values['task_loss']:.4f}")
         self._freeze_for("none")
 
     def _sample(self, chunk: Chunk) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dnas_core.config.settings import TrainSettings
 from dnas_core.engine.baseline import training_rows
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
+from dnas_core.engine.progress import Reporter, Step
 from dnas_core.engine.search import NonFiniteLoss, sparse_groups
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger
@@ -65,12 +65,13 @@ class TrainOutcome:
 def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: TrainSettings, *,
                   seed: int, device: torch.device, logger: RunLogger | None = None,
                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                  progress: bool = True) -> TrainOutcome:
+                  reporter: Reporter | None = None) -> TrainOutcome:
     """Train for ``settings.epochs`` (fewer with ``patience``), validating after each; keep
     the best epoch.
 
     ``on_epoch(epoch, val_metrics)`` lets a caller report intermediate values (Optuna
-    pruning) and stop the trial by raising.
+    pruning) and stop the trial by raising. ``reporter`` is told every batch and every
+    validation (batch counts only).
     """
     logger = logger or RunLogger(None)
     model = model.to(device)
@@ -90,9 +91,8 @@ def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: Trai
     for epoch in range(settings.epochs):
         model.train()
         optimizer.set_epoch(epoch)
-        bar = tqdm(train.epoch(epoch), total=len(train), leave=False, unit="batch",
-                   desc=f"train epoch {epoch + 1}/{settings.epochs}", disable=not progress)
-        for inputs, targets in bar:
+        label = f"epoch {epoch + 1}/{settings.epochs}"
+        for i, (inputs, targets) in enumerate(train.epoch(epoch)):
             inputs, targets = to_device(inputs, device), to_device(targets, device)
             loss = task.loss(model(inputs), targets)
             if not torch.isfinite(loss):
@@ -105,6 +105,13 @@ def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: Trai
             step += 1
             if step % 20 == 0:
                 logger.scalars(step, {"loss": float(loss.detach())}, prefix="train/")
+            if reporter is not None:
+                reporter(Step("train", label, i + 1, len(train), epoch * len(train) + i + 1,
+                              settings.epochs * len(train)))
+        if reporter is not None:
+            done = (epoch + 1) * len(train)
+            reporter(Step("train", f"{label} validation", len(train), len(train), done,
+                          settings.epochs * len(train)))
         metrics = evaluate(model, val, task, device)
         if not np.isfinite(metrics[task.primary]):
             raise NonFiniteLoss(f"non-finite validation {task.primary} in epoch {epoch}")

@@ -38,6 +38,7 @@ from dnas_core.runner.jobs import Job, Outcome
 from dnas_core.runner.pool import TrialPool
 from dnas_core.runner.report import write_report
 from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, Liveness, Studies
+from dnas_core.runner.watch import Monitor, Watcher
 from dnas_core.runner.worker import result_path, trial_dir
 
 CLAIM_INTERVAL = 1.0
@@ -53,12 +54,17 @@ class PoolSettings:
 
 
 class Coordinator:
-    """Runs an experiment's trials from one storage until nothing is left to claim."""
+    """Runs an experiment's trials from one storage until nothing is left to claim.
 
-    def __init__(self, run_dir: Path, studies: Studies, pool: PoolSettings):
+    ``watcher`` (if any) is told each trial's start and end and, a few times a second,
+    where the experiment stands (:mod:`dnas_core.runner.watch`)."""
+
+    def __init__(self, run_dir: Path, studies: Studies, pool: PoolSettings,
+                 watcher: Watcher | None = None):
         self.run_dir = Path(run_dir)
         self.studies = studies
         self.pool_settings = pool
+        self.monitor = Monitor(watcher, studies)
         self.running: dict[str, tuple[str, FrozenTrial]] = {}
         self._next_beat = 0.0
         self._next_claim = 0.0
@@ -87,9 +93,16 @@ class Coordinator:
                     self._refuse(name, frozen, exc)
                     return None
                 self.running[job.key] = (name, frozen)
+                self.monitor.trial_started(job.key, name, frozen, job.log_path.parent)
                 return job
         self._next_claim = time.monotonic() + CLAIM_INTERVAL
         return None
+
+    def on_poll(self) -> None:
+        """Between the pool's polls: keep the running trials alive in the storage and
+        tell the watcher where things stand."""
+        self.heartbeat()
+        self.monitor.tick()
 
     def heartbeat(self) -> None:
         if time.monotonic() < self._next_beat:
@@ -176,8 +189,10 @@ class Coordinator:
         name, trial = self.running.pop(outcome.job.key)
         self._next_claim = 0.0  # a finished supernet may have queued architectures
         study = self.studies.studies[name]
+        result = None
         if outcome.status == "ok":
-            self._record(name, trial, json.loads(result_path(self.run_dir, trial).read_text()))
+            result = json.loads(result_path(self.run_dir, trial).read_text())
+            self._record(name, trial, result)
         elif outcome.status == "pruned":
             study.tell(trial.number, state=TrialState.PRUNED)
         else:
@@ -186,6 +201,8 @@ class Coordinator:
             storage.set_trial_user_attr(trial._trial_id, "error",
                                         f"{outcome.status}: {outcome.message}"[-2000:])
             study.tell(trial.number, state=TrialState.FAIL)
+        self.monitor.trial_ended(outcome.job.key, outcome.status, outcome.seconds, result,
+                                 outcome.message)
         if name == ARCHITECTURES:
             self._top_up_random()
 
@@ -217,12 +234,15 @@ class Coordinator:
         """Run trials until the whole experiment is finished, by this worker or others."""
         pool = TrialPool(self.pool_settings.devices, self.pool_settings.jobs_per_device,
                          max_oom_retries=self.pool_settings.max_oom_retries)
+        self.monitor.slots = pool.slots
         while True:
             self.recover()
             self._top_up_random()
-            pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.heartbeat)
+            pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.on_poll)
             if not self.unfinished():
+                self.monitor.tick(final=True)
                 return
+            self.monitor.tick()
             time.sleep(CLAIM_INTERVAL)  # another worker's trials are still running
             self._next_claim = 0.0
 
@@ -319,7 +339,8 @@ def error_line(error: str) -> str:
 
 
 def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
-                   storage: str | None = None, seed: int = 1) -> dict[str, Any]:
+                   storage: str | None = None, seed: int = 1,
+                   watcher: Watcher | None = None) -> dict[str, Any]:
     """Run (or resume) an experiment in ``run_dir`` and write its report.
 
     The experiment is stored in the study: resuming with a different one is an error
@@ -340,6 +361,6 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
                           f"({describe_differences(stored, now)}); use another --out or "
                           f"--storage, or the same settings to resume")
     make_run_dir(run_dir)  # only now for a --storage that cannot be opened or is another's
-    coordinator = Coordinator(run_dir, studies, pool)
+    coordinator = Coordinator(run_dir, studies, pool, watcher)
     coordinator.run()
     return coordinator.report()

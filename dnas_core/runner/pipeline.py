@@ -31,6 +31,7 @@ from dnas_core.engine.cost import CombinedCost, CostModel, priced
 from dnas_core.engine.data import BatchSource, DataBundle
 from dnas_core.engine.memory import check_fits, estimate, on_meta
 from dnas_core.engine.optim import scale_lrs
+from dnas_core.engine.progress import Reporter
 from dnas_core.engine.search import NonFiniteLoss, SearchManager
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
@@ -178,7 +179,7 @@ def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
 
 
 def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
-               progress: bool = True) -> SearchOutcome:
+               reporter: Reporter | None = None) -> SearchOutcome:
     """Train the supernet (resuming if a checkpoint exists) and save its architectures,
     with the baselines every report compares them to."""
     check_memory(registry, spec, built)
@@ -195,7 +196,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                                     models, settings, domain=spec.domain.name,
                                     space=spec.space, seed=spec.settings.seed,
                                     device=spec.device(), run_dir=run_dir, logger=logger,
-                                    progress=progress)
+                                    reporter=reporter)
             try:
                 architectures = manager.run()
                 break
@@ -262,7 +263,7 @@ def _attempts(spec: RunSpec, built: Built, train: Any) -> Any:
 
 
 def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run_dir: Path,
-                       built: Built, progress: bool = True,
+                       built: Built, reporter: Reporter | None = None,
                        on_epoch: Any = None) -> dict[str, Any]:
     """Train one sampled architecture and return its result row (validation metrics).
 
@@ -276,7 +277,7 @@ def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, ru
         model = make_sampled(registry, spec, arch, built)
         result = train_sampled(model, built.data, built.task, settings,
                                seed=spec.settings.seed, device=spec.device(), logger=logger,
-                               on_epoch=on_epoch, progress=progress)
+                               on_epoch=on_epoch, reporter=reporter)
         result.params = count_parameters(model)
         return result
 

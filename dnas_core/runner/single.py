@@ -14,6 +14,7 @@ from typing import Any
 from dnas_core.config.runspec import RunSpec
 from dnas_core.config.validate import ConfigError
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.progress import Reporter
 from dnas_core.plugins.registry import Registry
 from dnas_core.runner.pipeline import (
     build_data,
@@ -49,7 +50,7 @@ def load_architecture(path: Path, spec: RunSpec) -> Architecture:
 
 
 def train_one(registry: Registry, spec: RunSpec, arch_path: Path, out: Path,
-              progress: bool = True) -> dict[str, Any]:
+              reporter: Reporter | None = None) -> dict[str, Any]:
     """Train ``arch_path``'s architecture under ``spec`` in ``out``; returns its row (also
     written to ``out/result.json``)."""
     check_runnable(spec)
@@ -57,7 +58,7 @@ def train_one(registry: Registry, spec: RunSpec, arch_path: Path, out: Path,
     arch = load_architecture(arch_path, spec)
     prepare_run_dir(spec, out)
     built = build_data(registry, spec)
-    row = train_architecture(registry, spec, arch, out, built, progress=progress)
+    row = train_architecture(registry, spec, arch, out, built, reporter=reporter)
     if row["status"] == "ok":
         row.update({f"test_{k}": v for k, v in
                     test_architecture(registry, spec, arch, out, built).items()})

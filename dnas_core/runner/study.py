@@ -9,11 +9,13 @@ and may repeat one under concurrency, which is why grids are enqueued instead.)
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -123,6 +125,30 @@ def open_storage(url: str, liveness: Liveness = Liveness()) -> optuna.storages.B
                                       grace_period=liveness.grace, **callback)
 
 
+@contextlib.contextmanager
+def queue_lock(url: str) -> Iterator[None]:
+    """Claims and enqueues on one SQLite file take turns. SQLite ignores ``SELECT ... FOR
+    UPDATE``, so two workers could both read a trial as WAITING and both move it to RUNNING
+    (and run it twice), or both find a key not yet queued and both queue it (two
+    supernets that sampled the same architecture and finished at once). Every process
+    sharing a SQLite file is on its machine, so a file lock next to it serialises them."""
+    if not url.startswith("sqlite:"):
+        yield
+        return
+    import sqlalchemy
+
+    database = sqlalchemy.engine.make_url(url).database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -186,20 +212,22 @@ class Studies:
     def _enqueue_stage(self, name: str, fixed: dict[str, Any], attrs: dict[str, Any]) -> None:
         """Enqueue one stage's trials, skipping any whose key is already queued or done."""
         stage = self.stages[name]
-        taken = {t.user_attrs.get("key") for t in self.trials(name)
-                 if t.state != TrialState.FAIL or t.user_attrs.get("final")}
         if stage.sampled:
             points = [dict(fixed, _repeat=i) for i in range(stage.trial_count())]
         else:
             points = [dict(fixed, **{k: encode(v) for k, v in p.items()})
                       for p in stage.grid_points()]
-        for point in points:
-            key = params_key(point)
-            if key in taken:
-                continue
-            # the architecture is an attribute, not a parameter: each one has its own id
-            params = {k: v for k, v in point.items() if k not in ("_repeat", "arch", "role")}
-            self.studies[name].enqueue_trial(params, user_attrs={**attrs, "key": key})
+        with queue_lock(self.url):
+            taken = {t.user_attrs.get("key") for t in self.trials(name)
+                     if t.state != TrialState.FAIL or t.user_attrs.get("final")}
+            for point in points:
+                key = params_key(point)
+                if key in taken:
+                    continue
+                # the architecture is an attribute, not a parameter: each has its own id
+                params = {k: v for k, v in point.items()
+                          if k not in ("_repeat", "arch", "role")}
+                self.studies[name].enqueue_trial(params, user_attrs={**attrs, "key": key})
 
     def enqueue_architectures(self, supernet_key: str, architectures: list[dict[str, Any]]) -> None:
         """Queue each architecture x the training grid. A baseline architecture (its
@@ -215,26 +243,32 @@ class Studies:
 
     # ----- claiming ------------------------------------------------------------------------
     def claim(self, name: str) -> optuna.Trial | None:
-        """Move one WAITING trial to RUNNING (atomic in the storage) and suggest its
-        parameters; None when the stage has nothing waiting."""
+        """Move one WAITING trial to RUNNING (atomic: :func:`queue_lock` where the storage
+        cannot lock the row) and suggest its parameters; None when nothing is waiting."""
         study = self.studies[name]
         study_id = self.storage.get_study_id_from_name(name)
-        for frozen in self.storage.get_all_trials(study_id, deepcopy=False,
-                                                  states=(TrialState.WAITING,)):
-            try:
-                if not self.storage.set_trial_state_values(frozen._trial_id,
+        with queue_lock(self.url):
+            claimed = None
+            for frozen in self.storage.get_all_trials(study_id, deepcopy=False,
+                                                      states=(TrialState.WAITING,)):
+                try:
+                    if self.storage.set_trial_state_values(frozen._trial_id,
                                                            TrialState.RUNNING):
+                        if self._superseded(name, frozen):
+                            continue
+                        claimed = frozen
+                        break
+                except optuna.exceptions.UpdateFinishedTrialError:
                     continue
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-            if self._superseded(name, frozen):
-                continue
-            trial = optuna.Trial(study, frozen._trial_id)
-            for key, dist in self.stages[name].distributions().items():
-                suggest(trial, key, dist)
-            trial.set_user_attr("owner", owner())
-            return trial
-        return None
+        if claimed is None:
+            return None
+        # the study's cached view must know the trial, which another worker may have queued
+        study.get_trials(deepcopy=False)
+        trial = optuna.Trial(study, claimed._trial_id)
+        for key, dist in self.stages[name].distributions().items():
+            suggest(trial, key, dist)
+        trial.set_user_attr("owner", owner())
+        return trial
 
     def _superseded(self, name: str, claimed: FrozenTrial) -> bool:
         """Whether an earlier live trial has the same key: two workers may queue the same

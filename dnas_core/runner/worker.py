@@ -29,6 +29,7 @@ from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
 from dnas_core.runner.jobs import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED
 from dnas_core.runner.processes import watch_parent
+from dnas_core.runner.progress import ProgressWriter
 from dnas_core.runner.study import Studies
 
 
@@ -95,9 +96,11 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
                    preset=experiment.preset, values=values, data_path=experiment.data_path)
     directory = trial_dir(run_dir, frozen)
     prepare_run_dir(spec, directory)
+    progress = ProgressWriter(directory)
+    progress.phase("data")
     built = build_data(registry, spec)
     if frozen.user_attrs.get("kind") == "supernet":
-        outcome = run_search(registry, spec, directory, built, progress=False)
+        outcome = run_search(registry, spec, directory, built, reporter=progress)
         primary = built.task.primary
         return {"value": outcome.val_metrics[primary], **_row_losses(directory, run_dir, built),
                 "supernet_val": outcome.val_metrics, "units": outcome.units, "space": spec.space,
@@ -115,9 +118,10 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
         if experiment.architectures.prune and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-    row = train_architecture(registry, spec, arch, directory, built, progress=False,
+    row = train_architecture(registry, spec, arch, directory, built, reporter=progress,
                              on_epoch=report)
     if row["status"] == "ok":
+        progress.phase("test")
         row.update({f"test_{k}": v for k, v in
                     test_architecture(registry, spec, arch, directory, built).items()})
         row.update(_row_losses(directory, run_dir, built))

@@ -403,7 +403,7 @@ def test_presets_select_the_random_task_and_the_latency_cost(tmp_path):
                                                              data_info=data.info),
                             models["latency"], models, settings.search, domain="cnn",
                             space="cnn", seed=1, device=torch.device("cpu"),
-                            run_dir=tmp_path / "run", progress=False)
+                            run_dir=tmp_path / "run")
     archs = manager.run()
     assert archs and not torch.equal(before, net.op.theta.detach())
     assert (tmp_path / "latency.json").exists()

@@ -55,7 +55,7 @@ def test_searched_architecture_beats_random_ones_of_the_same_flops(tmp_path):
     assert flops.name == "flops"
     manager = SearchManager(supernet, data, task, flops, {"flops": flops}, settings.search,
                             domain="cnn", space="cnn", seed=settings.seed, device=CPU,
-                            run_dir=tmp_path, progress=False)
+                            run_dir=tmp_path)
     (picked,) = manager.run()
     assert picked.choices == supernet.sample_choices(argmax=True)
 
@@ -65,7 +65,7 @@ def test_searched_architecture_beats_random_ones_of_the_same_flops(tmp_path):
                                        architecture=Architecture("cnn", "cnn", {}, arch_spec),
                                        data_info=data.info)
         return train_sampled(model, data, task, settings.train, seed=settings.seed,
-                             device=CPU, progress=False).best_metrics
+                             device=CPU).best_metrics
 
     target = picked.costs["flops"]
     assert target == count_flops(hook.dnas_make_sampled(

@@ -78,7 +78,7 @@ def test_search_serves_weights_rows_to_weights_chunks_and_arch_rows_to_arch_chun
     cost = DecisionCostTable("flops", "FLOPs", {"op": torch.tensor(FLOPS)})
     SearchManager(ToySuperNet(16), data, BinaryClassification(), cost, {"flops": cost},
                   settings, domain="toy", space="toy", seed=1, device=torch.device("cpu"),
-                  run_dir=tmp_path, progress=False).run()
+                  run_dir=tmp_path).run()
 
     assert kinds == ["weights", "weights", "arch", "weights", "arch", "weights", "arch"]
     splits = {k: set(v.tolist()) for k, v in data.splits.items()}
@@ -116,8 +116,7 @@ def test_train_sampled_trains_on_weights_and_arch_rows_and_validates_on_val_rows
     settings = TrainSettings(epochs=3, batch_size=64, eval_batch_size=50,
                              optimizer=OptimizerSettings("SGD", lr=0.2))
     outcome = training.train_sampled(ToySampled("mlp", 16), data, BinaryClassification(),
-                                     settings, seed=1, device=torch.device("cpu"),
-                                     progress=False)
+                                     settings, seed=1, device=torch.device("cpu"))
     table.phase = "outside"
     assert len(outcome.history) == 3
 

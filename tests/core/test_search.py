@@ -23,7 +23,7 @@ def manager(run_dir: Path, settings: SearchSettings | None = None, seed: int = 1
     cost = DecisionCostTable("flops", "FLOPs", {"op": torch.tensor(FLOPS)})
     return SearchManager(ToySuperNet(16), make_data(1200, seed), BinaryClassification(), cost,
                          {"flops": cost}, settings, domain="toy", space="toy", seed=seed,
-                         device=torch.device("cpu"), run_dir=run_dir, progress=False)
+                         device=torch.device("cpu"), run_dir=run_dir)
 
 
 def test_weights_phase_never_moves_theta(tmp_path):

@@ -54,7 +54,7 @@ def test_search_anneals_the_temperature_by_architecture_epochs_done(tmp_path: Pa
     net = SpySuperNet()
     manager = SearchManager(net, make_data(1200, 1), BinaryClassification(), None, {},
                             settings, domain="toy", space="toy", seed=1,
-                            device=torch.device("cpu"), run_dir=tmp_path, progress=False)
+                            device=torch.device("cpu"), run_dir=tmp_path)
     manager.run()
 
     plan = manager.plan

@@ -51,7 +51,7 @@ def test_patience_stops_after_epochs_without_improvement():
                              optimizer=OptimizerSettings("SGD", 5.0))
     torch.manual_seed(0)
     outcome = train_sampled(ToySampled("mlp", 16), data, BinaryClassification(), settings,
-                            seed=0, device=torch.device("cpu"), progress=False)
+                            seed=0, device=torch.device("cpu"))
     losses = [h["logloss"] for h in outcome.history]
     assert len(losses) < 12
     assert losses[-1] >= min(losses)  # stopped on an epoch that did not improve

@@ -203,8 +203,10 @@ def test_iter_line_chunks_numbers_lines_across_chunks(tmp_path, compressed):
     text = ("\n".join(lines)).encode()  # no final newline
     path = tmp_path / ("f.gz" if compressed else "f.txt")
     path.write_bytes(gzip.compress(text) if compressed else text)
-    seen = []
-    for chunk, first, count in iter_line_chunks(path, chunk_bytes=4096):
+    seen, read = [], [0]
+    for chunk, first, count, bytes_read in iter_line_chunks(path, chunk_bytes=4096):
+        assert bytes_read >= read[-1]
+        read.append(bytes_read)
         got = bytes(chunk).decode().split("\n")
         if got[-1] == "":
             got.pop()
@@ -212,3 +214,4 @@ def test_iter_line_chunks_numbers_lines_across_chunks(tmp_path, compressed):
         for offset, line in enumerate(got):
             seen.append((first + offset, line))
     assert seen == [(i + 1, line) for i, line in enumerate(lines)]
+    assert read[-1] == path.stat().st_size  # the bytes as stored, for progress

@@ -59,7 +59,7 @@ def run_search(table, run_dir: Path, cost: str, cost_settings: CostSettings, **d
     manager = SearchManager(net, DataBundle(table, table.splits(), table.info()),
                             BinaryClassification(), models[cost], models, search,
                             domain="dlrm", space=settings.space, seed=SEED,
-                            device=torch.device("cpu"), run_dir=run_dir, progress=False)
+                            device=torch.device("cpu"), run_dir=run_dir)
     architectures = manager.run()
     return net, models, architectures
 

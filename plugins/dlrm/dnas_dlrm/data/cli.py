@@ -6,7 +6,6 @@ Also runnable alone: ``python -m dnas_dlrm.data.cli INPUT... --out DIR``.
 from __future__ import annotations
 
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from .criteo import BadLineError
 from .linereader import CorruptInput
 from .manifest import ManifestError
 from .prepare import PrepareError, PrepareOptions, prepare
+from .prepare_progress import prepare_progress
 from .schema import NUM_SPARSE
 
 
@@ -141,19 +141,10 @@ def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[st
             chunk_bytes=chunk_mb << 20, use_threads=not single_thread)
     except PrepareError as error:
         raise click.UsageError(str(error)) from None
-    last = [0.0]
-
-    def progress(state: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 5.0:
-            last[0] = now
-            rate = state["rows"] / max(state["elapsed_s"], 1e-9)
-            click.echo(f"{Path(state['file']).name}: {state['lines']:,} lines, "
-                       f"{state['rows']:,} rows in all, {rate:,.0f} rows/s", err=True)
-
     try:
-        manifest = prepare(list(inputs), out_dir, options, progress=None if quiet else progress,
-                           notes=lambda text: click.echo(text, err=True))
+        with prepare_progress(quiet) as progress:
+            manifest = prepare(list(inputs), out_dir, options, progress=progress,
+                               notes=lambda text: click.echo(text, err=True))
     except (PrepareError, BadLineError, ManifestError, CorruptInput) as error:
         raise click.ClickException(str(error)) from None
     if not quiet:

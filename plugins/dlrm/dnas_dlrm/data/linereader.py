@@ -42,13 +42,18 @@ class _HashingReader(io.RawIOBase):
             self._hasher.update(memoryview(buffer)[:count])
         return count
 
+    def tell(self) -> int:
+        return self._raw.tell()
+
 
 def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                      hasher: hashlib._Hash | None = None
-                     ) -> Iterator[tuple[memoryview, int, int]]:
-    """Yield ``(chunk, first_line, n_lines)``: chunks of whole lines, the 1-based number of
-    their first line and their number of lines. A last line without a final newline is a
-    line. ``hasher`` receives every byte of the file as stored (compressed for gzip).
+                     ) -> Iterator[tuple[memoryview, int, int, int]]:
+    """Yield ``(chunk, first_line, n_lines, bytes_read)``: chunks of whole lines, the
+    1-based number of their first line, their number of lines and how many bytes of the
+    file as stored (compressed for gzip) were read so far (for progress; it reaches the
+    file's size with the last chunk). A last line without a final newline is a line.
+    ``hasher`` receives every byte of the file as stored.
 
     Each chunk is a view of its own buffer (read once, never copied, never reused).
     """
@@ -57,8 +62,8 @@ def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         hashing = _HashingReader(raw, hasher) if hasher is not None else raw
         gzipped = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
-        stream = gzip.GzipFile(fileobj=io.BufferedReader(hashing, 1 << 20), mode="rb") \
-            if gzipped else io.BufferedReader(hashing, 1 << 20)
+        stored = io.BufferedReader(hashing, 1 << 20)  # its tell(): the bytes consumed
+        stream = gzip.GzipFile(fileobj=stored, mode="rb") if gzipped else stored
         carry = b""
         first_line = 1
         while True:
@@ -80,7 +85,7 @@ def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                 filled += count
             if filled == len(carry):  # end of input
                 if carry:
-                    yield view[:filled], first_line, 1
+                    yield view[:filled], first_line, 1, stored.tell()
                 return
             cut = buffer.rfind(b"\n", 0, filled)
             if cut < 0:  # a line longer than the buffer: read more
@@ -88,7 +93,7 @@ def iter_line_chunks(path: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                 continue
             carry = bytes(view[cut + 1:filled])
             lines = buffer.count(b"\n", 0, cut + 1)
-            yield view[:cut + 1], first_line, lines
+            yield view[:cut + 1], first_line, lines, stored.tell()
             first_line += lines
     finally:
         raw.close()

@@ -34,7 +34,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ class _Encoded:
     sparse: np.ndarray
     raw_vocab: np.ndarray | None
     clicks: int
+    bytes_read: int = 0  # of the input file as stored, up to this chunk's end (progress)
 
 
 def _encode(block: ParsedBlock, options: PrepareOptions, file_index: int,
@@ -209,6 +210,8 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
     rows = 0
     label_sum = 0
     workers = cores() if options.use_threads else 1
+    bytes_total = sum(p.stat().st_size for p in paths)
+    bytes_before = 0  # of the files done
     try:
         for file_index, path in enumerate(paths):
             size_before, mtime_before = _source_stat(path)
@@ -224,7 +227,8 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
                                     allow_short_lines=options.allow_short_lines,
                                     threads=options.use_threads and workers == 1,
                                     n_lines=item[2])
-                return _encode(block, options, file_index, sparse_dtype)
+                return replace(_encode(block, options, file_index, sparse_dtype),
+                               bytes_read=item[3])
 
             chunks = prefetch(iter_line_chunks(path, options.chunk_bytes, hasher))
             for encoded in ordered_map(work, chunks, workers):
@@ -249,7 +253,10 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
                 if progress is not None:
                     progress({"file": str(path), "file_index": file_index,
                               "lines": source["lines"], "rows": rows,
+                              "bytes_read": bytes_before + encoded.bytes_read,
+                              "bytes_total": bytes_total, "gzip": source["gzip"],
                               "elapsed_s": time.perf_counter() - started})
+            bytes_before += size_before
             if _source_stat(path) != (size_before, mtime_before):
                 raise PrepareError(f"input {path} changed while it was being read")
             source["sha256"] = hasher.hexdigest()
