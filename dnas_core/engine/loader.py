@@ -240,9 +240,12 @@ class Loader:
             return wanted
         if self.device.type != "cuda":
             return "host"
+        try:
+            size = table_bytes(table)
+        except TypeError:  # batches not made of tensors: only the host can serve them
+            return "host"
         free, _ = torch.cuda.mem_get_info(self.device)
-        return "device" if table_bytes(table) <= self.settings.device_fraction * free \
-            else "host"
+        return "device" if size <= self.settings.device_fraction * free else "host"
 
     def source(self, rows: np.ndarray, batch_size: int, seed: int, name: str,
                shuffle: bool = True) -> BatchSource:
