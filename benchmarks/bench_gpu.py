@@ -201,7 +201,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, help="timed steps (after one warm-up)")
     parser.add_argument("--spaces", default=",".join(SPACES))
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch (1 is steadier on a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     size = ("full" if cuda else "small") if args.size == "auto" else args.size
     if size == "full" and not cuda:

@@ -104,7 +104,11 @@ def main() -> int:
     parser.add_argument("--serve", type=int, default=20, help="batches timed per serving rate")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per run (3 runs)")
     parser.add_argument("--space", default="emb_dim", help="the supernet's preset")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch (1 is steadier on a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     target = 10 if device.type == "cuda" else 5
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
