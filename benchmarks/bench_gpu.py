@@ -98,11 +98,18 @@ def search_rates(spec: RunSpec, cards: list[int], table: TensorTable, args,
                                 space=spec.space, seed=0, device=device, run_dir=Path(run_dir),
                                 progress=False, loader=LoaderSettings(placement="device"))
         for use_compile in (False, True) if args.compile else (False,):
-            manager._forward = compiled(manager.supernet, use_compile)
-            for precision in ("fp32", "bf16"):
-                manager.settings = replace(settings, precision=precision)
-                for kind in ("weights", "arch"):
-                    rates[kind, precision, use_compile] = chunk_rate(manager, kind, args.steps)
+            manager._forward = compiled(manager.supernet, use_compile, "search.compile")
+            try:
+                for precision in ("fp32", "bf16"):
+                    manager.settings = replace(settings, precision=precision)
+                    for kind in ("weights", "arch"):
+                        rates[kind, precision, use_compile] = chunk_rate(manager, kind,
+                                                                         args.steps)
+            except RuntimeError as error:  # torch.compile cannot compile every supernet
+                if not use_compile:
+                    raise
+                print(f"{spec.space} supernet (compiled): {error}", flush=True)
+                rates = {k: v for k, v in rates.items() if not k[2]}
     return rates
 
 
@@ -139,7 +146,7 @@ def plain_rates(spec: RunSpec, cards: list[int], table: TensorTable, args,
     task = BinaryClassification()
     rates = {}
     for use_compile in (False, True) if args.compile else (False,):
-        forward = compiled(model, use_compile)
+        forward = compiled(model, use_compile, "train.compile")
         for precision in ("fp32", "bf16"):
             monitor = StepMonitor(train.check_every, device)
             batches = loader.stream(source, range(len(source)))

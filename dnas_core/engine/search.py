@@ -51,7 +51,7 @@ class SearchManager:
                  device: torch.device, run_dir: Path, logger: RunLogger | None = None,
                  progress: bool = True, loader: LoaderSettings | None = None):
         self.supernet = supernet.to(device)
-        self._forward = compiled(self.supernet, settings.compile)
+        self._forward = compiled(self.supernet, settings.compile, "search.compile")
         self.task = task
         self.loss_cost = loss_cost
         self.cost_models = dict(cost_models)

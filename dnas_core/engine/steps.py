@@ -9,6 +9,7 @@ end of every chunk or epoch); the first non-finite step is still reported exactl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -25,10 +26,28 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def compiled(module: nn.Module, enabled: bool) -> nn.Module:
-    """``torch.compile(module)`` when enabled (it shares the module's parameters), else the
-    module itself; the caller keeps using ``module`` for everything but the forward."""
-    return torch.compile(module) if enabled else module  # type: ignore[return-value]
+class _Compiled:
+    """A module's forward through ``torch.compile``, whose compile errors name the setting."""
+
+    def __init__(self, module: nn.Module, where: str):
+        self.compiled = torch.compile(module)
+        self.where = where
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            return self.compiled(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            raise RuntimeError(f"{self.where}: torch.compile cannot compile this model "
+                               f"({reason}); set {self.where}: false") from None
+
+
+def compiled(module: nn.Module, enabled: bool, where: str) -> Callable[..., Any]:
+    """The forward of ``module`` through ``torch.compile`` when enabled (sharing its
+    parameters), else the module itself; the caller keeps using ``module`` for everything
+    else. torch 2.13 cannot compile every model (the sparse backward of ``embedding_bag``,
+    which DLRM's ``emb_card`` tables use, fails): that error names ``where``, the setting."""
+    return _Compiled(module, where) if enabled else module
 
 
 class StepMonitor:

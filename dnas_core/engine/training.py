@@ -85,7 +85,7 @@ def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: Trai
     train = batches.source(rows, batch_size, seed, "train")
     val = batches.source(data.splits["val"], settings.eval_batch_size, seed, "val",
                          shuffle=False)
-    forward = compiled(model, settings.compile)
+    forward = compiled(model, settings.compile, "train.compile")
     optimizer = OptimizerSet(settings.optimizer, param_groups(model), sparse_groups(model),
                              "train.optimizer")
     outcome: TrainOutcome | None = None
