@@ -119,7 +119,8 @@ class BatchSource:
         return range(epoch * len(self), (epoch + 1) * len(self))
 
     def epoch(self, epoch: int = 0) -> Iterator[Any]:
-        return self.batches(self.epoch_range(epoch).start, self.epoch_range(epoch).stop)
+        indices = self.epoch_range(epoch)
+        return self.batches(indices.start, indices.stop)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
