@@ -41,7 +41,7 @@ from dnas_core.engine.search import SearchManager
 from dnas_core.engine.steps import StepMonitor, autocast, compiled
 from dnas_core.engine.tasks import BinaryClassification
 from dnas_core.plugins.registry import Registry
-from dnas_core.runner.pipeline import loss_cost
+from dnas_core.runner.pipeline import ranking_cost
 from dnas_dlrm.models import build_sampled, build_supernet, cost_models, plain_spec
 
 KAGGLE = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
@@ -94,7 +94,7 @@ def search_rates(spec: RunSpec, cards: list[int], table: TensorTable, args,
     rates = {}
     with tempfile.TemporaryDirectory() as run_dir:
         manager = SearchManager(supernet, bundle(table), BinaryClassification(),
-                                loss_cost(spec, models), models, settings, domain="dlrm",
+                                ranking_cost(spec, models), models, settings, domain="dlrm",
                                 space=spec.space, seed=0, device=device, run_dir=Path(run_dir),
                                 progress=False, loader=LoaderSettings(placement="device"))
         for use_compile in (False, True) if args.compile else (False,):

@@ -37,7 +37,7 @@ from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.loader import Loader
 from dnas_core.engine.search import SearchManager
 from dnas_core.engine.tasks import BinaryClassification
-from dnas_core.runner.pipeline import loss_cost
+from dnas_core.runner.pipeline import ranking_cost
 from dnas_dlrm.data import CriteoArrays
 from dnas_dlrm.models import build_supernet, cost_models
 
@@ -91,7 +91,7 @@ def step_rate(table: CriteoArrays, spec: RunSpec, placement: str, batch: int, st
     with tempfile.TemporaryDirectory() as run_dir:
         manager = SearchManager(supernet, DataBundle(table, table.splits()),
                                 BinaryClassification(),
-                                loss_cost(spec, models), models, settings, domain="dlrm",
+                                ranking_cost(spec, models), models, settings, domain="dlrm",
                                 space=spec.space, seed=0, device=device, run_dir=Path(run_dir),
                                 progress=False, loader=LoaderSettings(placement=placement))
         return chunk_rate(manager, "weights", steps)

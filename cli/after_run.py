@@ -1,4 +1,5 @@
-"""The commands for after (or during) a run: ``dnas show``, ``compare``, ``runs``, ``export``.
+"""The commands for after (or during) a run: ``dnas show``, ``compare``, ``runs``, ``export``,
+``dashboard``.
 
 Thin: the data comes from :mod:`dnas_core.runner.runs` and :mod:`dnas_core.runner.export`,
 the tables from :mod:`dnas_cli.runs_view`.
@@ -12,6 +13,7 @@ from typing import Any
 
 import click
 
+from dnas_cli.dashboard import dashboard
 from dnas_core.config.validate import ConfigError
 from dnas_core.plugins.registry import PluginError
 
@@ -103,4 +105,4 @@ def _registry() -> Any:
     return registry()
 
 
-COMMANDS = [show_run, compare_runs, list_run_dirs, export_model]
+COMMANDS = [show_run, compare_runs, list_run_dirs, export_model, dashboard]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -43,14 +44,29 @@ def pool_options(command):
     command = click.option("--storage", help="Optuna storage URL shared by several workers, "
                            "e.g. postgresql://... or journal:/path/file.log "
                            "(default: sqlite in the run directory).")(command)
+    command = click.option("--heartbeat", default=20, show_default=True,
+                           type=click.IntRange(min=1),
+                           help="Seconds between the heartbeats this worker records for its "
+                                "running trials (RDB storages).")(command)
+    command = click.option("--grace-period", default=120, show_default=True,
+                           type=click.IntRange(min=2),
+                           help="Seconds without a heartbeat after which a running trial "
+                                "of a dead worker is failed and run again.")(command)
     return command
 
 
 def _pool(devices: str, jobs_per_device: int, timeout: float | None,
-          max_oom_retries: int = 2) -> Any:
-    """The pool's settings; ``--devices`` is checked here, before anything runs."""
+          max_oom_retries: int = 2, heartbeat: int = 20, grace_period: int = 120) -> Any:
+    """The pool's settings; ``--devices`` and the liveness times are checked here, before
+    anything runs."""
     from dnas_core.runner.devices import check_available, resolve_devices
     from dnas_core.runner.orchestrate import PoolSettings
+    from dnas_core.runner.study import Liveness
+
+    try:
+        liveness = Liveness(heartbeat, grace_period)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--grace-period'") from None
 
     chosen: list[str] | str = devices if devices in ("auto", "cpu") else devices.split(",")
     if chosen != "auto":
@@ -59,7 +75,7 @@ def _pool(devices: str, jobs_per_device: int, timeout: float | None,
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--devices'") from None
     return PoolSettings(["cpu"] if chosen == "cpu" else chosen, jobs_per_device, timeout,
-                        max_oom_retries)
+                        max_oom_retries, liveness)
 
 
 @cli.command()
@@ -83,7 +99,8 @@ def _pool(devices: str, jobs_per_device: int, timeout: float | None,
 def search(plugin: str | None, config: Path | None, preset: str | None,
            experiment: Path | None, out: Path | None, overrides: tuple[str, ...],
            data_path: str | None, baseline: str | None, no_baseline: bool, devices: str,
-           jobs_per_device: int, timeout: float | None, storage: str | None) -> None:
+           jobs_per_device: int, timeout: float | None, storage: str | None, heartbeat: int,
+           grace_period: int) -> None:
     """Search supernets, train their sampled architectures, and report.
 
     Without --experiment this is one supernet and one training run per sampled
@@ -103,7 +120,7 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         run_dir = out or Path("runs") / f"{plan.plugin}-{time.strftime('%Y%m%d-%H%M%S')}"
         click.echo(f"run directory: {run_dir}", err=True)
         pool = _pool(devices, jobs_per_device, timeout or plan.trial_timeout,
-                     plan.max_oom_retries)
+                     plan.max_oom_retries, heartbeat, grace_period)
         summary = run_experiment(run_dir, plan, pool, storage)
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -168,7 +185,8 @@ def train(plugin: str | None, arch_path: Path, config: Path | None, preset: str 
               help="Where this worker writes its trial files when TARGET is a storage URL.")
 @pool_options
 def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
-           timeout: float | None, storage: str | None) -> None:
+           timeout: float | None, storage: str | None, heartbeat: int,
+           grace_period: int) -> None:
     """Join an experiment: TARGET is its run directory or its storage URL.
 
     Several workers (on one machine or many) share the study: each claims waiting trials,
@@ -185,14 +203,16 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
     else:
         url = target
         run_dir = out or Path("runs") / f"worker-{time.strftime('%Y%m%d-%H%M%S')}"
+    pool = _pool(devices, jobs_per_device, timeout, heartbeat=heartbeat,
+                 grace_period=grace_period)
     try:
-        studies = Studies(url)
+        studies = Studies(url, liveness=pool.liveness)
     except KeyError as exc:
         raise click.ClickException(f"{url}: no dnas experiment in this storage") from exc
     experiment = studies.experiment
-    coordinator = Coordinator(run_dir, studies, _pool(
-        devices, jobs_per_device, timeout or experiment.trial_timeout,
-        experiment.max_oom_retries))
+    pool = dataclasses.replace(pool, timeout=timeout or experiment.trial_timeout,
+                               max_oom_retries=experiment.max_oom_retries)
+    coordinator = Coordinator(run_dir, studies, pool)
     coordinator.run()
     summary = coordinator.report()
     click.echo(json.dumps(summary, indent=2, sort_keys=True))

@@ -28,6 +28,9 @@ class Architecture:
     choices: dict[str, Any]
     spec: dict[str, Any]
     costs: dict[str, float] = field(default_factory=dict)
+    #: the cost it is ranked and plotted by, in the search loss's unit: one of ``costs``,
+    #: or their normalised weighted sum when the loss combines several
+    cost: float | None = None
     probabilities: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
 

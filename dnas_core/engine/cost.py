@@ -9,7 +9,7 @@ checks that a sampled model's real cost equals the second answer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol, cast, runtime_checkable
 
 import torch
@@ -32,6 +32,13 @@ class CostModel(Protocol):
 
     def scale(self) -> float:
         """A typical magnitude (e.g. the largest architecture's cost), for normalising."""
+
+
+def priced(architecture: Architecture, models: Mapping[str, CostModel],
+           ranking: CostModel | None) -> Architecture:
+    """``architecture`` with every cost model's exact cost and the ranking cost."""
+    return replace(architecture, costs={n: m.of(architecture) for n, m in models.items()},
+                   cost=None if ranking is None else ranking.of(architecture))
 
 
 class DecisionCostTable:

@@ -12,7 +12,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from dnas_core.config.settings import LoaderSettings, SearchSettings
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.budget import resolve_batch_size
-from dnas_core.engine.cost import CostLoss, CostModel
+from dnas_core.engine.cost import CostLoss, CostModel, priced
 from dnas_core.engine.data import DataBundle
 from dnas_core.engine.loader import Loader
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm, scale_lrs
@@ -46,14 +45,15 @@ class SearchManager:
     """Trains one supernet and samples architectures from it."""
 
     def __init__(self, supernet: SuperNet, data: DataBundle, task: Task,
-                 loss_cost: CostModel | None, cost_models: Mapping[str, CostModel],
+                 cost: CostModel | None, cost_models: Mapping[str, CostModel],
                  settings: SearchSettings, *, domain: str, space: str, seed: int,
                  device: torch.device, run_dir: Path, logger: RunLogger | None = None,
                  progress: bool = True, loader: LoaderSettings | None = None):
         self.supernet = supernet.to(device)
         self._forward = compiled(self.supernet, settings.compile, "search.compile")
         self.task = task
-        self.loss_cost = loss_cost
+        self.cost = cost  # what sampled architectures are ranked by
+        self.loss_cost = cost if settings.cost.form != "off" else None
         self.cost_models = dict(cost_models)
         self.settings = settings
         self.domain, self.space, self.seed = domain, space, seed
@@ -63,7 +63,7 @@ class SearchManager:
         self.progress = progress
         self.cost_loss = CostLoss(settings.cost.form, settings.cost.coef,
                                   settings.cost.exponent, settings.cost.multiplier)
-        if settings.cost.form != "off" and loss_cost is None:
+        if settings.cost.form != "off" and cost is None:
             raise ValueError("a cost-aware loss needs a cost model")
         budget = settings.batch_budget
         self.loader = Loader(data.table, loader, device)
@@ -192,7 +192,7 @@ class SearchManager:
             arch = Architecture(self.domain, self.space, choices, self.supernet.decode(choices),
                                 probabilities=probabilities,
                                 source={"after_arch_epochs": chunk.stop, "seed": self.seed})
-            arch = replace(arch, costs={n: m.of(arch) for n, m in self.cost_models.items()})
+            arch = priced(arch, self.cost_models, self.cost)
             if arch.arch_id not in known:
                 known.add(arch.arch_id)
                 self.architectures.append(arch)

@@ -67,7 +67,8 @@ class Decision(nn.Module):
         """Allow only some options (a bool tensor shaped like theta), e.g. one of several
         options that build the same operator: a disallowed option gets no probability, so
         duplicates do not split it between them."""
-        allowed = torch.as_tensor(allowed, dtype=torch.bool)
+        # checked on the host: a supernet may be built on the meta device, to be measured
+        allowed = torch.as_tensor(allowed, dtype=torch.bool, device="cpu")
         if allowed.shape != self.theta.shape or not bool(allowed.any(dim=-1).all()):
             raise ValueError(f"allowed must have shape {tuple(self.theta.shape)} and allow "
                              f"at least one option per choice")
@@ -121,9 +122,18 @@ class SuperNet(nn.Module):
     turns raw per-decision choices into the architecture spec their sampled module takes.
     """
 
+    #: weight groups a distributed run splits across devices (e.g. embedding tables); the
+    #: other weights and theta are replicated on every device
+    sharded_groups: frozenset[str] = frozenset()
+
     def __init__(self) -> None:
         super().__init__()
         self._sampling = SamplingState()
+
+    def activation_bytes(self, batch_size: int) -> int | None:
+        """About how much memory a training step's activations (and sparse gradients)
+        take at ``batch_size``, for the memory check before a search; None: not known."""
+        return None
 
     # ----- decisions and parameter sets -------------------------------------------------
     def decisions(self) -> dict[str, Decision]:

@@ -37,7 +37,7 @@ from dnas_core.runner.comparison import (
 from dnas_core.runner.jobs import Job, Outcome
 from dnas_core.runner.pool import TrialPool
 from dnas_core.runner.report import write_report
-from dnas_core.runner.study import ARCHITECTURES, HEARTBEAT_SECONDS, SUPERNETS, Studies
+from dnas_core.runner.study import ARCHITECTURES, SUPERNETS, Liveness, Studies
 from dnas_core.runner.worker import result_path, trial_dir
 
 CLAIM_INTERVAL = 1.0
@@ -49,6 +49,7 @@ class PoolSettings:
     jobs_per_device: int = 1
     timeout: float | None = None
     max_oom_retries: int = 2
+    liveness: Liveness = Liveness()
 
 
 class Coordinator:
@@ -93,7 +94,7 @@ class Coordinator:
     def heartbeat(self) -> None:
         if time.monotonic() < self._next_beat:
             return
-        self._next_beat = time.monotonic() + HEARTBEAT_SECONDS / 2
+        self._next_beat = time.monotonic() + self.studies.liveness.heartbeat / 2
         for _, trial in self.running.values():
             self.studies.heartbeat(trial._trial_id)
 
@@ -105,8 +106,11 @@ class Coordinator:
             key = trial.user_attrs["key"]
             for data in result["architectures"]:
                 Architecture.from_dict(data).save(self.run_dir / "architectures")
-            units = self.run_dir / "units.json"
-            units.write_text(json.dumps(result["units"], sort_keys=True))
+            # per search space: a joint space's cost is normalised, the others' are not
+            path = self.run_dir / "units.json"
+            units = json.loads(path.read_text()) if path.exists() else {}
+            units[result["space"]] = result["units"]
+            path.write_text(json.dumps(units, sort_keys=True))
             study.set_user_attr(f"supernet:{key}", {
                 k: result.get(k) for k in ("supernet_val", "search_seconds", "entropies",
                                            "constant", "test_row_losses", "test_rows")}
@@ -296,7 +300,7 @@ def run_experiment(run_dir: Path, experiment: Any, pool: PoolSettings,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(run_dir)
-    studies = Studies(url, experiment, seed=seed)
+    studies = Studies(url, experiment, seed=seed, liveness=pool.liveness)
     if studies.experiment.to_json() != experiment.to_json():
         stored, now = json.loads(studies.experiment.to_json()), json.loads(experiment.to_json())
         raise ConfigError(f"{url}: this study was made by another experiment "

@@ -26,8 +26,10 @@ from dnas_core.engine.baseline import (
     training_targets,
     with_standard_errors,
 )
-from dnas_core.engine.cost import CombinedCost, CostModel
+from dnas_core.engine.budget import resolve_batch_size
+from dnas_core.engine.cost import CombinedCost, CostModel, priced
 from dnas_core.engine.data import BatchSource, DataBundle
+from dnas_core.engine.memory import check_fits, estimate, on_meta
 from dnas_core.engine.optim import scale_lrs
 from dnas_core.engine.search import NonFiniteLoss, SearchManager
 from dnas_core.engine.supernet import SuperNet
@@ -74,10 +76,9 @@ def cost_models(registry: Registry, spec: RunSpec, data_info: dict[str, Any],
     return models
 
 
-def loss_cost(spec: RunSpec, models: dict[str, CostModel]) -> CostModel | None:
-    """The cost the search loss uses: one model, or several normalised and weighted."""
-    if spec.settings.search.cost.form == "off":
-        return None
+def ranking_cost(spec: RunSpec, models: dict[str, CostModel]) -> CostModel:
+    """The cost the search loss uses (unless its form is off) and architectures are ranked
+    and plotted by: one model, or several normalised and weighted (never a sum of units)."""
     terms = spec.cost_terms()
     for name in terms:
         if name not in models:
@@ -113,7 +114,7 @@ def _architecture(spec: RunSpec, supernet: SuperNet, choices: dict[str, Any],
                   models: dict[str, CostModel], source: dict[str, Any]) -> Architecture:
     arch = Architecture(spec.domain.name, spec.space, choices, supernet.decode(choices),
                         source=source)
-    return replace(arch, costs={n: m.of(arch) for n, m in models.items()})
+    return priced(arch, models, ranking_cost(spec, models))
 
 
 def baselines(spec: RunSpec, supernet: SuperNet, models: dict[str, CostModel]
@@ -135,14 +136,36 @@ def baselines(spec: RunSpec, supernet: SuperNet, models: dict[str, CostModel]
     return reference, list(pool.values())
 
 
+def _supernet(registry: Registry, spec: RunSpec, built: Built) -> SuperNet:
+    return _required(registry.hook.dnas_make_supernet(
+        domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info),
+        "dnas_make_supernet", spec)
+
+
 def _make_supernet(registry: Registry, spec: RunSpec, built: Built
                    ) -> tuple[SuperNet, dict[str, CostModel]]:
     """The domain's supernet, initialised by the run's seed, and its cost models."""
     torch.manual_seed(spec.settings.seed)
-    supernet = _required(registry.hook.dnas_make_supernet(
-        domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info),
-        "dnas_make_supernet", spec)
+    supernet = _supernet(registry, spec, built)
     return supernet, cost_models(registry, spec, built.data.info, supernet)
+
+
+def check_memory(registry: Registry, spec: RunSpec, built: Built) -> None:
+    """Log what the search will need against what its device has, and refuse
+    (:class:`DoesNotFit`) a supernet the device cannot hold, before allocating any of it."""
+    try:
+        supernet = on_meta(lambda: _supernet(registry, spec, built))
+    except Exception as exc:  # noqa: BLE001 - a domain that cannot build without storage
+        print(f"memory estimate unavailable: {exc}", file=sys.stderr, flush=True)
+        return
+    settings = spec.settings.search
+    budget = settings.batch_budget
+    batch = resolve_batch_size(settings.batch_size, len(built.data.splits["weights"]),
+                               budget.steps_per_epoch, budget.min_batch_size,
+                               budget.max_batch_size)
+    needed = estimate(supernet, settings.weights_optimizer, settings.arch_optimizer, batch)
+    print(check_fits(needed, spec.device(), f"the {spec.space} supernet at batch {batch}"),
+          file=sys.stderr, flush=True)
 
 
 def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
@@ -157,6 +180,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                progress: bool = True) -> SearchOutcome:
     """Train the supernet (resuming if a checkpoint exists) and save its architectures,
     with the baselines every report compares them to."""
+    check_memory(registry, spec, built)
     supernet, models = _make_supernet(registry, spec, built)
     reference, random_pool = baselines(spec, supernet, models)
     logger = RunLogger(run_dir / "tensorboard" / "search")
@@ -166,7 +190,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
             settings = spec.settings.search
             settings = replace(settings, weights_optimizer=scale_lrs(
                 settings.weights_optimizer, divergence.lr_factor ** attempt))
-            manager = SearchManager(supernet, built.data, built.task, loss_cost(spec, models),
+            manager = SearchManager(supernet, built.data, built.task, ranking_cost(spec, models),
                                     models, settings, domain=spec.domain.name,
                                     space=spec.space, seed=spec.settings.seed,
                                     device=spec.device(), run_dir=run_dir, logger=logger,
@@ -193,7 +217,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
         save_heatmap(run_dir / "heatmaps" / f"{name}.png", matrix, rows, cols,
                      f"{spec.space}: softmax(theta) of {name}")
     units = {n: m.unit for n, m in models.items()}
-    units["cost"] = manager.loss_cost.unit if manager.loss_cost else "none"
+    units["cost"] = ranking_cost(spec, models).unit
     supernet.sample_expected()
     val = BatchSource(built.data.table, built.data.splits["val"],
                       spec.settings.train.eval_batch_size, spec.settings.seed, "val", shuffle=False)
@@ -266,13 +290,8 @@ def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, ru
             failed.append({"lr_scale": scale, "reason": reason})
     finally:
         logger.close()
-    terms = spec.cost_terms()
-    cost = None  # a given spec (dnas train) may come without costs
-    if all(n in arch.costs for n in terms):
-        cost = (arch.costs[next(iter(terms))] if len(terms) == 1
-                else sum(w * arch.costs[n] for n, w in terms.items()))
     row: dict[str, Any] = {"arch_id": arch.arch_id, "search_space": arch.space,
-                           "role": arch.source.get("role", "search"), "cost": cost,
+                           "role": arch.source.get("role", "search"), "cost": arch.cost,
                            "costs": arch.costs, "primary_metric": f"val_{built.task.primary}",
                            "failed_attempts": failed}
     if len(failed) > spec.settings.train.divergence.retries:

@@ -51,8 +51,15 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+Units = dict[str, dict[str, str]]  # search space -> cost name ("cost": the ranking's) -> unit
+
+
+def cost_unit(units: Units, space: str, name: str = "cost") -> str:
+    return units.get(space, {}).get(name, "?")
+
+
 def pareto_plot(path: Path, rows: Sequence[dict[str, Any]], primary: str,
-                units: dict[str, str]) -> Path:
+                units: Units) -> Path:
     fig = Figure(figsize=(6.5, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -61,11 +68,11 @@ def pareto_plot(path: Path, rows: Sequence[dict[str, Any]], primary: str,
         by_space[row["search_space"]].append(row)
     for space, group in sorted(by_space.items()):
         points = [(r["cost"], r[primary]) for r in group]
-        ax.scatter(*zip(*points), alpha=0.5, label=space)
+        ax.scatter(*zip(*points), alpha=0.5, label=f"{space} ({cost_unit(units, space)})")
         front = sorted(points[i] for i in pareto_front(points))
         ax.plot(*zip(*front), marker="o", linewidth=1.5)
-    unit = units.get("cost", "")
-    ax.set_xlabel(f"cost ({unit})" if unit else "cost")
+    shown = {cost_unit(units, space) for space in by_space}
+    ax.set_xlabel(f"cost ({shown.pop()})" if len(shown) == 1 else "cost (unit of each space)")
     ax.set_ylabel(primary.replace("_", " "))
     ax.set_xscale("log")
     ax.set_title("Validation loss against cost (Pareto front joined)")
@@ -85,12 +92,12 @@ def _sign(value: float | None) -> str:
 
 
 def comparison_lines(space: str, entries: Sequence[Entry], verdicts: Sequence[Verdict],
-                     metric: str, units: dict[str, str], notes: Sequence[str]) -> list[str]:
+                     metric: str, units: Units, notes: Sequence[str]) -> list[str]:
     """The first table: each baseline, the search's best, and whether the search won."""
     by_model = {v.baseline: v for v in verdicts}
     header = ["model", "arch_id", f"val {metric}", f"test {metric} (± SE)", "test auc",
               f"search better by (test {metric})", "beyond noise (2 SE)", "params",
-              f"cost ({units.get('cost', '?')})", "compute (s)"]
+              f"cost ({cost_unit(units, space)})", "compute (s)"]
     body = []
     for e in entries:
         v = by_model.get(e.model)
@@ -141,8 +148,13 @@ def diverged_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines + _table(["arch_id", "role", "attempts"], body) + [""]
 
 
+def _unit_of(units: Units, name: str) -> str:
+    """A named cost model's unit (the same in every space that has it)."""
+    return next((u[name] for u in units.values() if name in u), "?")
+
+
 def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], primary: str,
-                 units: dict[str, str], heatmaps: Sequence[Path], *,
+                 units: Units, heatmaps: Sequence[Path], *,
                  comparisons: dict[str, tuple[list[Entry], list[Verdict], list[str]]]
                  | None = None,
                  entropies: dict[str, dict[str, list[float]]] | None = None,
@@ -165,7 +177,7 @@ def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], prim
         if has_cal:
             header.append("validation calibration distance from 1")
             columns.append([abs(r["val_calibration"] - 1) for r in group])
-        header.append(f"cost ({units.get('cost', '?')})")
+        header.append(f"cost ({cost_unit(units, space)})")
         columns.append([r["cost"] for r in group])
         stats = [_stats(c) for c in columns]
         table_rows = [[name] + [s[i] for s in stats]
@@ -183,9 +195,9 @@ def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], prim
         for label, row in ((f"{space} lowest loss", lowest),
                            (f"{space} most efficient", efficient)):
             selected.append([label, row["arch_id"]] + [row.get(k) for k in test_keys]
-                            + [row["cost"]])
+                            + [row["cost"], cost_unit(units, space)])
     lines += _table(["architecture", "arch_id"] + [k.replace("_", " ") for k in test_keys]
-                    + [f"cost ({units.get('cost', '?')})"], selected) + [""]
+                    + ["cost", "cost unit"], selected) + [""]
 
     if rows:
         pareto_plot(run_dir / "pareto.png", rows, primary, units)
@@ -195,7 +207,8 @@ def write_report(run_dir: Path, title: str, rows: Sequence[dict[str, Any]], prim
     cost_names = sorted({k for r in rows for k in r.get("costs", {})})
     val_keys = sorted({k for r in rows for k in r if k.startswith("val_")})
     header = (["arch_id", "hyperparameters"] + val_keys
-              + [f"{c} ({units.get(c, '?')})" for c in cost_names] + ["params", "train_seconds"])
+              + [f"{c} ({_unit_of(units, c)})" for c in cost_names]
+              + ["params", "train_seconds"])
     body = [[f"[{r['arch_id']}](architectures/{r['arch_id']}.json)",
              ", ".join(f"{k}={v}" for k, v in sorted(r.get("hyperparameters", {}).items())) or "-"]
             + [r.get(k) for k in val_keys] + [r.get("costs", {}).get(c) for c in cost_names]

@@ -14,6 +14,7 @@ import os
 import socket
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,8 +25,6 @@ from dnas_core.runner.experiment import Experiment, decode, encode, params_key
 
 SUPERNETS = "supernets"
 ARCHITECTURES = "architectures"
-HEARTBEAT_SECONDS = 20
-GRACE_SECONDS = 120
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # heartbeats are marked experimental; they are the storage's own mechanism we rely on
@@ -36,7 +35,24 @@ def default_storage(run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+@dataclass(frozen=True)
+class Liveness:
+    """How workers sharing a storage tell a dead one from a slow one: each records a
+    heartbeat for its running trials every ``heartbeat`` seconds, and any worker fails a
+    RUNNING trial whose last heartbeat is older than ``grace`` seconds; Optuna then queues
+    it again (up to 3 times) for whoever is alive. A shorter grace recovers sooner; it must
+    outlast the longest pause of a loaded machine."""
+
+    heartbeat: int = 20
+    grace: int = 120
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat < self.grace:
+            raise ValueError(f"the grace period ({self.grace} s) must be longer than the "
+                             f"heartbeat interval ({self.heartbeat} s), both positive")
+
+
+def open_storage(url: str, liveness: Liveness = Liveness()) -> optuna.storages.BaseStorage:
     """An RDB URL (sqlite, postgresql, mysql) or ``journal:PATH`` for a journal file.
 
     RDB storages record heartbeats, so trials of a worker that died on another machine are
@@ -51,8 +67,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         callback = {"heartbeat_stale_trial_callback": retry(max_retry=3)}
     else:
         callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
-    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
-                                      grace_period=GRACE_SECONDS, **callback)
+    return optuna.storages.RDBStorage(url, heartbeat_interval=liveness.heartbeat,
+                                      grace_period=liveness.grace, **callback)
 
 
 def owner() -> str:
@@ -78,9 +94,11 @@ def owner_is_dead(value: str | None) -> bool:
 class Studies:
     """The two stage studies of one experiment in one storage."""
 
-    def __init__(self, storage_url: str, experiment: Experiment | None = None, seed: int = 1):
+    def __init__(self, storage_url: str, experiment: Experiment | None = None, seed: int = 1,
+                 liveness: Liveness = Liveness()):
         self.url = storage_url
-        self.storage = open_storage(storage_url)
+        self.liveness = liveness
+        self.storage = open_storage(storage_url, liveness)
         if experiment is None:
             stored = optuna.load_study(study_name=SUPERNETS, storage=self.storage)
             experiment = Experiment.from_json(stored.user_attrs["experiment"])

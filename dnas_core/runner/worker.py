@@ -23,6 +23,7 @@ import torch
 
 from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.memory import DoesNotFit
 from dnas_core.engine.paths import ARCH_ID, PARAMS_KEY, checked, inside
 from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
@@ -99,7 +100,7 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
         outcome = run_search(registry, spec, directory, built, progress=False)
         primary = built.task.primary
         return {"value": outcome.val_metrics[primary], **_row_losses(directory, run_dir, built),
-                "supernet_val": outcome.val_metrics, "units": outcome.units,
+                "supernet_val": outcome.val_metrics, "units": outcome.units, "space": spec.space,
                 "architectures": [a.to_dict() for a in outcome.architectures],
                 "search_seconds": outcome.search_seconds, "entropies": outcome.entropies,
                 "constant": outcome.constant,
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except torch.cuda.OutOfMemoryError as exc:
         print(f"CUDA out of memory: {exc}", file=sys.stderr)
         return EXIT_OOM
+    except DoesNotFit as exc:  # said in full; nothing was allocated
+        print(exc, file=sys.stderr)
+        return 1
     except optuna.TrialPruned as exc:
         print(f"pruned: {exc}", file=sys.stderr)
         return EXIT_PRUNED

@@ -108,7 +108,8 @@ def test_random_baseline_table_matches_the_results(tmp_path, toy_registry):
     report = (run_dir / "report.md").read_text()
     first_table = report.split("## Did the search beat the baselines? (toy)")[1]
     first_table = first_table.split("##")[0]
-    assert f"random search (best) of {len(random)} | {best_random['arch_id']}" in first_table
+    label = "random search (best)" + (f" of {len(random)}" if len(random) > 1 else "")
+    assert f"| {label} | {best_random['arch_id']}" in first_table  # the count is timing-based
     assert f"{best_random['test_logloss']:.4f} ± {best_random['test_logloss_se']:.4f}" \
         in first_table
     assert (f"Random search at equal compute: {info['n_search']} architectures, as many as "

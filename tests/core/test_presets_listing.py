@@ -10,7 +10,8 @@ import dnas_cli.main as cli_main
 from dnas_core.plugins.domain import preset_description
 from dnas_core.plugins.registry import make_registry
 
-DLRM_PRESETS = ["emb_card", "emb_dim", "joint", "mlp", "paper_emb_card", "paper_emb_dim",
+DLRM_PRESETS = ["emb_card", "emb_dim", "joint", "kaggle_emb_card", "kaggle_emb_dim",
+                "kaggle_joint", "kaggle_mlp", "mlp", "paper_emb_card", "paper_emb_dim",
                 "paper_joint", "paper_mlp"]
 
 

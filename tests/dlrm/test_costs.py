@@ -75,22 +75,42 @@ def test_joint_embedding_cost_is_the_expectation_over_independent_card_and_dim_c
     assert models["emb_params"].scale() == sum(s[0] for s in sizes) * 8
 
 
-def test_fixed_routes_expect_exactly_the_cost_of_their_architecture():
-    _, supernet, models = make(["emb_dim", "emb_card", "bottom_mlp", "top_mlp"])
+@pytest.mark.parametrize("search", [["emb_dim", "emb_card", "bottom_mlp", "top_mlp"],
+                                    ["emb_dim", "top_mlp"], ["emb_dim"]],
+                         ids=lambda s: "+".join(s))
+def test_every_fixed_route_expects_exactly_the_cost_of_its_architecture(search):
+    """Including the MLP FLOPs of a draw whose widest embedding is narrower than the
+    widest option: the sampled model's MLPs end and start at its own width."""
+    _, supernet, models = make(search)
     gen = torch.Generator().manual_seed(3)
-    checked = 0
-    for _ in range(20):
+    widths = set()
+    for trial in range(30):
         choices = supernet.sample_choices(gen)
-        if max(choices["emb_dim"]) != 2:
-            continue  # see test_joint: MLP FLOPs are exact when the widest dim is drawn
+        widest = trial % 3  # draw the dims below a chosen widest option, which one feature takes
+        dims = torch.randint(0, widest + 1, (len(CARDS),), generator=gen)
+        dims[trial % len(CARDS)] = widest
+        choices["emb_dim"] = dims.tolist()
         arch = Architecture("dlrm", "joint", choices, supernet.decode(choices))
+        widths.add(max(arch.spec["emb_dims"]))
         supernet.fix(choices)
         supernet(inputs(2))
         for name in ("emb_params", "mlp_flops"):
             torch.testing.assert_close(models[name].expected(supernet),
                                        torch.full((2,), models[name].of(arch)))
-        checked += 1
-    assert checked >= 5
+    assert widths == {2, 4, 8}  # every width was drawn, so every case was checked
+
+
+def test_the_mlp_flops_gradient_rewards_narrower_embeddings():
+    """The FLOPs a narrower widest table saves reach theta: lowering the widest option's
+    logit lowers the expected MLP cost."""
+    _, supernet, models = make(["emb_dim", "top_mlp"])
+    supernet.sample_expected()
+    supernet(inputs(3))
+    p_width = supernet.width_probabilities()
+    torch.testing.assert_close(p_width.sum(dim=1), torch.ones(3, dtype=torch.float64))
+    models["mlp_flops"].expected(supernet).sum().backward()
+    grad = supernet.emb_dim.theta.grad
+    assert grad is not None and bool((grad[:, 2] > 0).all())  # the widest costs most
 
 
 def test_mlp_flops_scale_is_the_deepest_widest_mlp():

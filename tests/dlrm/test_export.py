@@ -101,3 +101,25 @@ def test_prepared_data_facts_reach_the_sidecar(tmp_path):
     assert dense.shape == (5, 13) and dense.dtype == torch.float32
     assert sparse.shape == (5, 26) and sparse.dtype == torch.int64
     assert (sparse < torch.tensor(bundle.info["cardinalities"])).all() and (sparse >= 0).all()
+
+
+def test_each_space_is_ranked_by_its_loss_cost_in_that_cost_unit(run_dir):
+    """The joint space's loss adds normalised costs, so its rows' cost is that normalised
+    value (each term at most 1 for the largest model), never parameters plus FLOPs; each
+    space keeps its own unit, in units.json and in the report."""
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    units = json.loads((run_dir / "units.json").read_text())
+    assert set(units) == set(SPACES)
+    assert units["joint"]["cost"] == "normalised" and units["emb_dim"]["cost"] == "parameters"
+    assert units["mlp"]["cost"] == "FLOPs"
+    for row in rows:
+        if row["search_space"] == "joint":
+            assert 0 < row["cost"] < 2
+        elif row["search_space"] == "mlp":
+            assert row["cost"] == row["costs"]["mlp_flops"]
+        else:
+            assert row["cost"] == row["costs"]["emb_params"]
+    report = (run_dir / "report.md").read_text()
+    assert "## Statistics for joint" in report
+    joint_stats = report.split("## Statistics for joint")[1].split("##")[0]
+    assert "cost (normalised)" in joint_stats

@@ -216,3 +216,20 @@ def test_every_path_is_reachable_by_enumeration_count():
     mlps = {tuple(m) for _, m in walks}
     expected = {(6, *mid, 2) for n in (1, 2, 3) for mid in itertools.product([4, 8], repeat=n)}
     assert mlps == expected
+
+
+def test_recomputed_node_layers_give_the_same_outputs_and_gradients():
+    """Recomputation in the backward redraws no Gumbel noise and changes no number."""
+    results = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        net = FcOfFc(7, 3, [4, 8, 16], 4, final_relu=True, recompute=recompute)
+        net.sample_soft(1.0, torch.Generator().manual_seed(1))
+        out = net(torch.randn(32, 7, generator=torch.Generator().manual_seed(2)))
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    (out_kept, grads_kept), (out_recomputed, grads_recomputed) = results
+    assert torch.equal(out_kept, out_recomputed)
+    assert len(grads_kept) == len(grads_recomputed) > 0
+    for kept, recomputed in zip(grads_kept, grads_recomputed):
+        torch.testing.assert_close(kept, recomputed, rtol=1e-6, atol=1e-7)

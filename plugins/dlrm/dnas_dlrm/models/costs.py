@@ -63,17 +63,33 @@ class EmbeddingCost:
 
 
 class MlpCost:
-    """A per-FC-layer (in, out) cost summed over the bottom and top MLPs."""
+    """A per-FC-layer (in, out) cost summed over the bottom and top MLPs.
+
+    A sampled model's MLPs end and start at its own widest table, so their cost depends on
+    the widths drawn as well as on the MLP choices: the expectation is taken over the
+    distribution of the widest width (:meth:`DlrmSuperNet.width_probabilities`), independent
+    of the MLP draws, with the parts priced at each width.
+    """
 
     def __init__(self, name: str, unit: str, per_layer: OpCost, supernet: DlrmSuperNet):
         self.name, self.unit, self.per_layer = name, unit, per_layer
-        self.tables = {part: module.cost_tables(per_layer)
-                       for part, module in self._parts(supernet) if isinstance(module, FcOfFc)}
-        self.fixed = sum(self.layers_cost(module.sizes) for _, module in self._parts(supernet)
-                         if isinstance(module, Mlp))
-        self._scale = self.fixed + sum(module.largest_cost(per_layer)
-                                       for _, module in self._parts(supernet)
-                                       if isinstance(module, FcOfFc))
+        self.widths = supernet.width_options()
+        self.tables: list[dict[str, dict[str, Tensor]]] = []  # per width: part -> tables
+        self.fixed: list[float] = []  # per width: the unsearched MLPs' cost
+        for width in self.widths:
+            ends = supernet.mlp_ends(width)
+            tables, fixed = {}, 0.0
+            for part, module in self._parts(supernet):
+                n_in, n_out = ends[part]
+                if isinstance(module, FcOfFc):
+                    tables[part] = module.cost_tables(per_layer, n_in, n_out)
+                elif isinstance(module, Mlp):
+                    fixed += self.layers_cost([n_in, *module.sizes[1:-1], n_out])
+            self.tables.append(tables)
+            self.fixed.append(fixed)
+        self._scale = self.fixed[-1] + sum(module.largest_cost(per_layer)
+                                           for _, module in self._parts(supernet)
+                                           if isinstance(module, FcOfFc))
 
     @staticmethod
     def _parts(supernet: SuperNet) -> list[tuple[str, object]]:
@@ -83,14 +99,16 @@ class MlpCost:
         return float(sum(self.per_layer(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:])))
 
     def expected(self, supernet: SuperNet) -> Tensor:
-        batch = supernet.last_batch_size
-        if batch is None:
+        if supernet.last_batch_size is None:
             raise RuntimeError("no forward pass yet")
-        device = supernet.interaction.rows.device
-        total = torch.full((batch,), self.fixed, dtype=torch.float64, device=device)
-        for part, module in self._parts(supernet):
-            if part in self.tables:
-                total = total + module.expected_cost(self.tables[part])
+        p_width = supernet.width_probabilities()  # (b, n_width)
+        total = torch.zeros(p_width.shape[0], dtype=torch.float64, device=p_width.device)
+        for k, (tables, fixed) in enumerate(zip(self.tables, self.fixed, strict=True)):
+            at_width = torch.full_like(total, fixed)
+            for part, module in self._parts(supernet):
+                if part in tables:
+                    at_width = at_width + module.expected_cost(tables[part])
+            total = total + p_width[:, k] * at_width
         return total.float()
 
     def of(self, architecture: Architecture) -> float:

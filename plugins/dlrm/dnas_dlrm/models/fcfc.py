@@ -10,10 +10,12 @@ every node has its own choice (one grouped Decision per node layer: row = node).
 An FC operator is Linear then ReLU (the output node's operators of a top MLP have no ReLU:
 the DLRM head applies the sigmoid). All FCs leaving one source node are one Linear whose
 output is the concatenation of every target size, so a node layer costs one matmul per
-source node (exactly the FLOPs of its operators) and one multiply-add of its output into
-the layer, weighted per column by the weight its target node gives that source (on CPU
-about 15% faster than splitting every output per target node, whose backward must then
-reassemble the pieces).
+source node (exactly the FLOPs of its operators); each target node then adds its slice of
+each, weighted by a per-example column. The backward keeps those outputs and nothing the
+size of a layer per option: for the paper's space (sizes 128-1024, 5 layers, batch 2048)
+the training step's peak is 1.67 GiB, against 2.07 GiB when a weight was spread over every
+column first. ``recompute`` recomputes the node layers in the backward instead of keeping
+them: 0.98 GiB (benchmarks/bench_supernets.py).
 
 Hard sampling walks back from the output along the chosen operators (defect 2 of the
 original: it followed the first option and never reversed). The expected cost propagates
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from dnas_core.engine.supernet import Decision, SuperNet
 from dnas_dlrm.models.backbone import init_linear_block
@@ -54,8 +57,9 @@ class FcOfFc(SuperNet):
     """
 
     def __init__(self, n_in: int, n_out: int, sizes: Sequence[int], max_layers: int,
-                 final_relu: bool):
+                 final_relu: bool, recompute: bool = False):
         super().__init__()
+        self.recompute = recompute
         if max_layers < 1 or not sizes:
             raise ValueError("FC-of-FC needs at least one layer and one size option")
         self.n_in, self.n_out = int(n_in), int(n_out)
@@ -72,10 +76,6 @@ class FcOfFc(SuperNet):
             init_linear_block(self.direct.weight, self.direct.bias, self.n_in, self.n_out)
             return
         self.first = _fused_linear(self.n_in, self.sizes)
-        owner = torch.zeros(k, sum(self.sizes))  # owner[t, c] = 1: column c is node t's
-        for t, start in enumerate(torch.tensor([0, *self.sizes[:-1]]).cumsum(0).tolist()):
-            owner[t, start:start + self.sizes[t]] = 1.0
-        self.register_buffer("owner", owner, persistent=False)
         self.hidden = nn.ModuleList(
             nn.ModuleList(_fused_linear(s, self.sizes) for s in self.sizes)
             for _ in range(2, self.n_node_layers + 1))
@@ -99,15 +99,12 @@ class FcOfFc(SuperNet):
             return torch.relu(out) if self.final_relu else out
         h = torch.relu(self.first(x))  # all nodes of layer 1, side by side: their only FC
         for layer, ops in enumerate(self.hidden, start=2):
+            # drawn here, outside any recomputation, so the backward redraws no noise
             weights = self.layer_decision(layer).mix_weights(batch).to(x.dtype)  # (b, t, k+1)
-            # per column of the layer: the weight each source (then the skip) has for the
-            # target node owning that column; (b, k+1, t) @ (t, columns) spreads it
-            columns = torch.matmul(weights.transpose(1, 2), self.owner.to(x.dtype))
-            mixed = h * columns[:, -1]
-            for i, (op, source) in enumerate(zip(ops, torch.split(h, self.sizes, dim=1))):
-                # every FC leaving this source, to all targets at once
-                mixed = torch.addcmul(mixed, torch.relu(op(source)), columns[:, i])
-            h = mixed
+            if self.recompute and torch.is_grad_enabled():
+                h = checkpoint(self._node_layer, h, weights, ops, use_reentrant=False)
+            else:
+                h = self._node_layer(h, weights, ops)
         weights = self.output.mix_weights(batch).to(x.dtype)  # (b, k)
         value = None
         for s, (op, node) in enumerate(zip(self.out_ops, torch.split(h, self.sizes, dim=1))):
@@ -117,6 +114,22 @@ class FcOfFc(SuperNet):
             term = weights[:, s:s + 1]
             value = out * term if value is None else torch.addcmul(value, out, term)
         return value
+
+    def _node_layer(self, h: Tensor, weights: Tensor, ops: nn.ModuleList) -> Tensor:
+        """One node layer: every FC leaving a source, to all targets at once; each target
+        node then adds its slice of each, weighted by a (b, 1) column, so the backward keeps
+        only those outputs and the weights, never a weight spread over every column."""
+        k = len(self.sizes)
+        sources = torch.split(h, self.sizes, dim=1)
+        outs = [torch.split(torch.relu(op(source)), self.sizes, dim=1)
+                for op, source in zip(ops, sources)]
+        nodes = []
+        for t, skip in enumerate(sources):
+            node = skip * weights[:, t, k:]
+            for i, out in enumerate(outs):
+                node = torch.addcmul(node, out[t], weights[:, t, i:i + 1])
+            nodes.append(node)
+        return torch.cat(nodes, dim=1)
 
     # ----- architectures ----------------------------------------------------------------------
     def layers(self, choices: Mapping[str, Any], prefix: str = "") -> list[int]:
@@ -163,17 +176,23 @@ class FcOfFc(SuperNet):
         return {"layers": self.layers(choices)}
 
     # ----- cost -------------------------------------------------------------------------------
-    def cost_tables(self, op_cost: OpCost) -> dict[str, Tensor]:
-        """Per-operator costs: ``first`` (k,), ``hidden`` (source k, target k), ``out`` (k,)."""
+    def cost_tables(self, op_cost: OpCost, n_in: int | None = None,
+                    n_out: int | None = None) -> dict[str, Tensor]:
+        """Per-operator costs: ``first`` (k,), ``hidden`` (source k, target k), ``out`` (k,).
+
+        ``n_in`` / ``n_out`` price the MLP a sampled model builds when its input or output
+        is narrower than the supernet's (a DLRM's widest drawn embedding sets both).
+        """
         s = self.sizes
+        n_in = self.n_in if n_in is None else int(n_in)
+        n_out = self.n_out if n_out is None else int(n_out)
         if self.n_node_layers == 0:
-            return {"direct": torch.tensor(float(op_cost(self.n_in, self.n_out)),
-                                           dtype=torch.float64)}
+            return {"direct": torch.tensor(float(op_cost(n_in, n_out)), dtype=torch.float64)}
         return {
-            "first": torch.tensor([op_cost(self.n_in, b) for b in s], dtype=torch.float64),
+            "first": torch.tensor([op_cost(n_in, b) for b in s], dtype=torch.float64),
             "hidden": torch.tensor([[op_cost(a, b) for b in s] for a in s],
                                    dtype=torch.float64),
-            "out": torch.tensor([op_cost(a, self.n_out) for a in s], dtype=torch.float64),
+            "out": torch.tensor([op_cost(a, n_out) for a in s], dtype=torch.float64),
         }
 
     def expected_cost(self, tables: Mapping[str, Tensor]) -> Tensor:

@@ -75,6 +75,7 @@ class DlrmSuperNet(SuperNet):
         labels = feature_labels(self.n_sparse)
         sparse = settings.sparse_embeddings
         self.sparse_groups = {"embeddings"} if sparse else set()
+        self.sharded_groups = frozenset({"embeddings"})
 
         self.dim_options = (list(settings.emb_dim_options) if "emb_dim" in searched
                             else [settings.embedding_dim])
@@ -89,7 +90,7 @@ class DlrmSuperNet(SuperNet):
             # fractions that give a feature the same table size are one option, not several
             self.emb_card.restrict(torch.tensor(
                 [[size not in sizes[:i] for i, size in enumerate(sizes)]
-                 for sizes in self.row_options]))
+                 for sizes in self.row_options], device="cpu"))
         else:
             tables = FusedEmbedding(self.rows, self.width, sparse)
             self.row_options = [[r] for r in self.rows]
@@ -102,17 +103,19 @@ class DlrmSuperNet(SuperNet):
         self.embeddings = SearchedEmbeddings(tables, mask)
 
         self.interaction = DotInteraction(self.n_sparse + 1, settings.self_interaction)
-        top_in = self.interaction.output_size(self.width)
-        self.bottom_mlp = self._mlp("bottom_mlp", self.n_dense, self.width,
-                                    settings.bottom_mlp, final_relu=True)
-        self.top_mlp = self._mlp("top_mlp", top_in, 1, settings.top_mlp, final_relu=False)
+        ends = self.mlp_ends(self.width)
+        self.bottom_mlp = self._mlp("bottom_mlp", *ends["bottom_mlp"], settings.bottom_mlp,
+                                    final_relu=True)
+        self.top_mlp = self._mlp("top_mlp", *ends["top_mlp"], settings.top_mlp,
+                                 final_relu=False)
         self.last_batch_size: int | None = None
 
     def _mlp(self, part: str, n_in: int, n_out: int, hidden: Sequence[int],
              final_relu: bool) -> nn.Module:
         if part in self.searched:
             return FcOfFc(n_in, n_out, self.settings.mlp_size_options,
-                          self.settings.mlp_max_layers, final_relu)
+                          self.settings.mlp_max_layers, final_relu,
+                          recompute=self.settings.mlp_recompute)
         return Mlp([n_in, *hidden, n_out], final_relu)
 
     # ----- forward ----------------------------------------------------------------------------
@@ -138,6 +141,50 @@ class DlrmSuperNet(SuperNet):
         card = self.emb_card.last_weights if "emb_card" in self.searched else ones
         dim = self.emb_dim.last_weights if "emb_dim" in self.searched else ones
         return card, dim
+
+    def width_options(self) -> list[int]:
+        """The widths a sampled model's interaction can have: its widest table's, so the
+        distinct ``emb_dim`` options (one width when the dimension is not searched)."""
+        return sorted(set(self.dim_options))
+
+    def width_probabilities(self) -> Tensor:
+        """(b, len(width_options())): per example, the probability that the widest table
+        drawn has each width, under the last forward's ``emb_dim`` weights. Features draw
+        independently, so P(widest <= w) is the product over features of P(dim_j <= w).
+        One-hot weights (a fixed route) give exactly the sampled model's width."""
+        _, dim = self.embedding_weights()
+        widths = self.width_options()
+        at_most = torch.tensor([[d <= w for w in widths] for d in self.dim_options],
+                               dtype=torch.float64, device=dim.device)  # (n_dim, n_width)
+        below = (dim.double() @ at_most).prod(dim=1)  # (b, n_width): P(widest <= w)
+        return torch.diff(below, dim=1, prepend=torch.zeros_like(below[:, :1]))
+
+    def mlp_ends(self, width: int) -> dict[str, tuple[int, int]]:
+        """(inputs, outputs) of the bottom and top MLPs of a sampled model whose widest
+        table is ``width``."""
+        return {"bottom_mlp": (self.n_dense, width),
+                "top_mlp": (self.interaction.output_size(width), 1)}
+
+    def activation_bytes(self, batch_size: int) -> int:
+        """Floats a step keeps per example, twice (the backward's transients are about as
+        large), in 4-byte floats: the dense input, every looked-up candidate vector (and
+        its sparse gradient), the mixed and masked vectors, the interaction, and every FC
+        output with its ReLU (an FC-of-FC layer computes all its operators)."""
+        n, width = self.n_sparse, self.width
+        lookups = n * width * (len(self.row_options[0]) if "emb_card" in self.searched else 1)
+        vectors = 2 * lookups + n * width * (1 + ("emb_dim" in self.searched))
+        pairs = self.interaction.output_size(width)
+        interaction = (n + 1) * width + (n + 1) ** 2 + pairs
+        per_example = self.n_dense + vectors + interaction
+        for module in (self.bottom_mlp, self.top_mlp):
+            if isinstance(module, FcOfFc):  # every operator's output, and each layer's
+                outputs = sum(module.sizes)
+                kept = 1 if module.recompute else len(module.sizes) + 1
+                per_example += (module.n_node_layers * kept * outputs
+                                + len(module.sizes) * (outputs + module.n_out))
+            else:
+                per_example += 2 * sum(module.sizes[1:])
+        return 2 * 4 * batch_size * per_example
 
     # ----- parameter groups -------------------------------------------------------------------
     def weight_param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -180,12 +227,11 @@ class DlrmSuperNet(SuperNet):
             rows = [self.row_options[j][int(c)] for j, c in enumerate(choices["emb_card"])]
         else:
             rows = list(self.rows)
-        width = max(dims)
-        top_in = self.interaction.output_size(width)
+        ends = self.mlp_ends(max(dims))
         bottom = self._layers(self.bottom_mlp, choices, "bottom_mlp.")
         top = self._layers(self.top_mlp, choices, "top_mlp.")
         # the sampled model pads to its own widest table, not the supernet's widest option
-        bottom[-1], top[0] = width, top_in
+        bottom[-1], top[0] = ends["bottom_mlp"][1], ends["top_mlp"][0]
         return {"emb_dims": dims, "hash_sizes": rows, "bottom_mlp": bottom, "top_mlp": top}
 
     @staticmethod
