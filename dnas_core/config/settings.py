@@ -79,6 +79,14 @@ class BatchBudget:
                              f"{self.min_batch_size} and {self.max_batch_size}")
 
 
+Precision = Literal["fp32", "bf16"]
+
+
+def _check_steps(check_every: int) -> None:
+    if check_every < 1:
+        raise ValueError(f"check_every must be at least 1, got {check_every}")
+
+
 def _check_batch(batch_size: int | str) -> None:
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                  or batch_size < 1):
@@ -109,9 +117,16 @@ class SearchSettings:
     arch_optimizer: OptimizerSettings = field(
         default_factory=lambda: OptimizerSettings(name="Adam", lr=0.001))
     cost: CostSettings = field(default_factory=CostSettings)
+    # speed (docs/training.md, "Speed"): bf16 autocast of the forward pass; torch.compile
+    # of the supernet's forward; the loss is read on the host (finiteness check, logs)
+    # only every check_every steps, so the step itself never waits for the device
+    precision: Precision = "fp32"
+    compile: bool = False
+    check_every: int = 10
 
     def __post_init__(self) -> None:
         _check_batch(self.batch_size)
+        _check_steps(self.check_every)
         if self.init_temperature <= 0:
             raise ValueError("init_temperature must be positive")
         if not self.arch_sampling:
@@ -159,15 +174,43 @@ class TrainSettings:
     patience: int | None = None
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     divergence: DivergenceSettings = field(default_factory=DivergenceSettings)
+    precision: Precision = "fp32"  # as in SearchSettings
+    compile: bool = False
+    check_every: int = 20
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         _check_batch(self.batch_size)
+        _check_steps(self.check_every)
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be at least 1 or null, got {self.patience}")
+
+
+@dataclass
+class LoaderSettings:
+    """How training batches reach the device (see :mod:`dnas_core.engine.loader`).
+
+    ``placement``: ``host`` gathers each batch from the domain's table (memory-mapped
+    arrays, say) in a background thread ``prefetch`` batches ahead, pinned for the copy on
+    CUDA; ``device`` copies the whole table into device memory once, and a batch is an
+    index gather there (on the CPU: the table in memory as tensors); ``auto`` is ``device``
+    on a GPU when the table takes at most ``device_fraction`` of its free memory, else
+    ``host``. Batches are the same in every mode, bit for bit.
+    """
+
+    placement: Literal["auto", "host", "device"] = "auto"
+    prefetch: int = 4
+    device_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch must be at least 0 (0: no background thread), "
+                             f"got {self.prefetch}")
+        if not 0 < self.device_fraction <= 1:
+            raise ValueError(f"device_fraction must lie in (0, 1], got {self.device_fraction}")
 
 
 @dataclass
@@ -179,6 +222,7 @@ class RunSettings:
     device: str = "auto"
     search: SearchSettings = field(default_factory=SearchSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    loader: LoaderSettings = field(default_factory=LoaderSettings)
     domain: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -114,8 +114,13 @@ class BatchSource:
         for index in range(start, stop):
             yield self.batch(index)
 
+    def epoch_range(self, epoch: int) -> range:
+        """The global indices of the batches of ``epoch``."""
+        return range(epoch * len(self), (epoch + 1) * len(self))
+
     def epoch(self, epoch: int = 0) -> Iterator[Any]:
-        return self.batches(epoch * len(self), (epoch + 1) * len(self))
+        indices = self.epoch_range(epoch)
+        return self.batches(indices.start, indices.stop)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

@@ -140,20 +140,23 @@ def scale_lrs(settings: OptimizerSettings, factor: float) -> OptimizerSettings:
     return replace(settings, lr=settings.lr * factor, groups=groups)
 
 
-def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> float:
-    """Clip the global L2 norm of dense and sparse gradients alike; returns the norm.
+def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip the global L2 norm of dense and sparse gradients alike; returns the norm (a
+    tensor on the gradients' device: reading it would make the host wait, see
+    :mod:`dnas_core.engine.steps`, so the scale is applied on the device, 1 when the norm
+    is within ``max_norm``).
 
     ``torch.nn.utils.clip_grad_norm_`` rejects sparse gradients; a sparse gradient may hold
     repeated indices, so its norm is taken after coalescing, while scaling in place works on
-    the uncoalesced tensor because scaling is linear.
+    the uncoalesced tensor because scaling is linear. The scale is computed in float64 and
+    rounded once to the gradients' type, as a Python float would be.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return 0.0
+        return torch.zeros(())
     norms = [(g.coalesce()._values() if g.is_sparse else g).norm(2) for g in grads]
     total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
-    coef = max_norm / (float(total) + 1e-6)
-    if coef < 1:
-        for g in grads:
-            g.mul_(coef)
-    return float(total)
+    coef = (max_norm / (total.double() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.dtype))
+    return total

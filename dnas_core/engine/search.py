@@ -17,15 +17,17 @@ from typing import Any
 
 import torch
 
-from dnas_core.config.settings import SearchSettings
+from dnas_core.config.settings import LoaderSettings, SearchSettings
 from dnas_core.engine import checkpoint
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CostLoss, CostModel, priced
-from dnas_core.engine.data import BatchSource, DataBundle, to_device
+from dnas_core.engine.data import DataBundle
+from dnas_core.engine.loader import Loader
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm, scale_lrs
 from dnas_core.engine.progress import Reporter, Step
 from dnas_core.engine.schedules import Chunk, plan_chunks, temperature
+from dnas_core.engine.steps import StepMonitor, autocast, compiled
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger
@@ -46,8 +48,9 @@ class SearchManager:
                  cost: CostModel | None, cost_models: Mapping[str, CostModel],
                  settings: SearchSettings, *, domain: str, space: str, seed: int,
                  device: torch.device, run_dir: Path, logger: RunLogger | None = None,
-                 reporter: Reporter | None = None):
+                 reporter: Reporter | None = None, loader: LoaderSettings | None = None):
         self.supernet = supernet.to(device)
+        self._forward = compiled(self.supernet, settings.compile, "search.compile")
         self.task = task
         self.cost = cost  # what sampled architectures are ranked by
         self.loss_cost = cost if settings.cost.form != "off" else None
@@ -63,11 +66,14 @@ class SearchManager:
         if settings.cost.form != "off" and cost is None:
             raise ValueError("a cost-aware loss needs a cost model")
         budget = settings.batch_budget
+        self.loader = Loader(data.table, loader, device)
         self.sources = {
-            kind: BatchSource(data.table, data.splits[kind],
-                              resolve_batch_size(settings.batch_size, len(data.splits[kind]),
-                                                 budget.steps_per_epoch, budget.min_batch_size,
-                                                 budget.max_batch_size), seed, kind)
+            kind: self.loader.source(data.splits[kind],
+                                     resolve_batch_size(settings.batch_size,
+                                                        len(data.splits[kind]),
+                                                        budget.steps_per_epoch,
+                                                        budget.min_batch_size,
+                                                        budget.max_batch_size), seed, kind)
             for kind in ("weights", "arch")}
         arch_settings = settings.arch_optimizer
         if settings.arch_lr_scaling == "steps":
@@ -145,16 +151,20 @@ class SearchManager:
         batches = chunk.batch_range(len(source))
         label = f"chunk {chunk.index + 1}/{len(self.plan)} {chunk.kind}"
         before = self._batches_before[chunk.index]
-        for i, index in enumerate(batches):
+        stream = self.loader.stream(source, batches)
+        monitor = StepMonitor(self.settings.check_every, self.device)
+        for i, (inputs, targets) in enumerate(stream):
             if self.settings.update_lrs_every_step:
                 optimizer.set_epoch(epochs_done + i / len(source))
-            inputs, targets = to_device(source.batch(index), self.device)
-            outputs = self.supernet(inputs)
-            task_loss = self.task.loss(outputs, targets)
+            with autocast(self.settings.precision, self.device):
+                outputs = self._forward(inputs)
+            task_loss = self.task.loss(outputs.float(), targets)
             cost = self.loss_cost.expected(self.supernet) if self.loss_cost else None
             total = self.cost_loss(task_loss, cost)
-            if not torch.isfinite(total):
-                raise NonFiniteLoss(f"non-finite search loss {float(total)} at step {self.step}")
+            monitor.add(self.step, total, task_loss=task_loss,
+                        **({} if cost is None else {"cost": cost}))
+            if monitor.due(self.step + 1, i == len(batches) - 1):
+                self._report(monitor, chunk.kind, tau, optimizer)
             optimizer.zero_grad()
             total.backward()
             if self.settings.clip_grad_norm is not None:
@@ -164,14 +174,21 @@ class SearchManager:
             if self.reporter is not None:
                 self.reporter(Step("search", label, i + 1, len(batches), before + i + 1,
                                    self._batches_total))
-            if self.step % 10 == 0 or i == len(batches) - 1:
-                values = {"task_loss": float(task_loss.detach()),
-                          "total_loss": float(total.detach()), "temperature": tau}
-                if cost is not None:
-                    values["cost"] = float(cost.detach().mean())
-                values.update({f"lr/{chunk.kind}/{k}": v for k, v in optimizer.lrs().items()})
-                self.logger.scalars(self.step, values, prefix="search/")
         self._freeze_for("none")
+
+    def _report(self, monitor: StepMonitor, kind: str, tau: float,
+                optimizer: OptimizerSet) -> None:
+        """Read the monitor (the only wait for the device in a chunk): raise on a
+        non-finite loss, else log the means since the last read."""
+        bad, means = monitor.read()
+        if bad is not None:
+            raise NonFiniteLoss(f"non-finite search loss {bad[1]} at step {bad[0]}")
+        values = {"task_loss": means["task_loss"], "total_loss": means["loss"],
+                  "temperature": tau}
+        if "cost" in means:
+            values["cost"] = means["cost"]
+        values.update({f"lr/{kind}/{k}": v for k, v in optimizer.lrs().items()})
+        self.logger.scalars(self.step + 1, values, prefix="search/")
 
     def _sample(self, chunk: Chunk) -> None:
         probabilities = {k: v.tolist() for k, v in self.supernet.probabilities().items()}

@@ -12,13 +12,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnas_core.config.settings import TrainSettings
+from dnas_core.config.settings import LoaderSettings, TrainSettings
 from dnas_core.engine.baseline import training_rows
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
+from dnas_core.engine.loader import Loader
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm
 from dnas_core.engine.progress import Reporter, Step
 from dnas_core.engine.search import NonFiniteLoss, sparse_groups
+from dnas_core.engine.steps import StepMonitor, autocast, compiled
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger
 
@@ -41,7 +43,7 @@ def predict(model: nn.Module, source: BatchSource,
     outputs, targets = [], []
     for inputs, target in source.epoch(0):
         outputs.append(model(to_device(inputs, device)).float().cpu())
-        targets.append(target)
+        targets.append(target.cpu())
     return torch.cat(outputs), torch.cat(targets)
 
 
@@ -65,7 +67,8 @@ class TrainOutcome:
 def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: TrainSettings, *,
                   seed: int, device: torch.device, logger: RunLogger | None = None,
                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                  reporter: Reporter | None = None) -> TrainOutcome:
+                  reporter: Reporter | None = None, loader: LoaderSettings | None = None
+                  ) -> TrainOutcome:
     """Train for ``settings.epochs`` (fewer with ``patience``), validating after each; keep
     the best epoch.
 
@@ -79,9 +82,11 @@ def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: Trai
     budget = settings.batch_budget
     batch_size = resolve_batch_size(settings.batch_size, len(rows), budget.steps_per_epoch,
                                     budget.min_batch_size, budget.max_batch_size)
-    train = BatchSource(data.table, rows, batch_size, seed, "train")
-    val = BatchSource(data.table, data.splits["val"], settings.eval_batch_size, seed, "val",
-                      shuffle=False)
+    batches = Loader(data.table, loader, device)
+    train = batches.source(rows, batch_size, seed, "train")
+    val = batches.source(data.splits["val"], settings.eval_batch_size, seed, "val",
+                         shuffle=False)
+    forward = compiled(model, settings.compile, "train.compile")
     optimizer = OptimizerSet(settings.optimizer, param_groups(model), sparse_groups(model),
                              "train.optimizer")
     outcome: TrainOutcome | None = None
@@ -92,19 +97,23 @@ def train_sampled(model: nn.Module, data: DataBundle, task: Task, settings: Trai
         model.train()
         optimizer.set_epoch(epoch)
         label = f"epoch {epoch + 1}/{settings.epochs}"
-        for i, (inputs, targets) in enumerate(train.epoch(epoch)):
-            inputs, targets = to_device(inputs, device), to_device(targets, device)
-            loss = task.loss(model(inputs), targets)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite training loss {float(loss)} in epoch {epoch}")
+        monitor = StepMonitor(settings.check_every, device)
+        for i, (inputs, targets) in enumerate(batches.stream(train, train.epoch_range(epoch))):
+            with autocast(settings.precision, device):
+                outputs = forward(inputs)
+            loss = task.loss(outputs.float(), targets)
+            monitor.add(step, loss)
+            if monitor.due(step + 1, i == len(train) - 1):
+                bad, means = monitor.read()
+                if bad is not None:
+                    raise NonFiniteLoss(f"non-finite training loss {bad[1]} in epoch {epoch}")
+                logger.scalars(step + 1, means, prefix="train/")
             optimizer.zero_grad()
             loss.backward()
             if settings.clip_grad_norm is not None:
                 clip_grad_norm(optimizer.params(), settings.clip_grad_norm)
             optimizer.step()
             step += 1
-            if step % 20 == 0:
-                logger.scalars(step, {"loss": float(loss.detach())}, prefix="train/")
             if reporter is not None:
                 reporter(Step("train", label, i + 1, len(train), epoch * len(train) + i + 1,
                               settings.epochs * len(train)))

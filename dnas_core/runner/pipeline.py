@@ -196,7 +196,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                                     models, settings, domain=spec.domain.name,
                                     space=spec.space, seed=spec.settings.seed,
                                     device=spec.device(), run_dir=run_dir, logger=logger,
-                                    reporter=reporter)
+                                    reporter=reporter, loader=spec.settings.loader)
             try:
                 architectures = manager.run()
                 break
@@ -277,7 +277,8 @@ def train_architecture(registry: Registry, spec: RunSpec, arch: Architecture, ru
         model = make_sampled(registry, spec, arch, built)
         result = train_sampled(model, built.data, built.task, settings,
                                seed=spec.settings.seed, device=spec.device(), logger=logger,
-                               on_epoch=on_epoch, reporter=reporter)
+                               on_epoch=on_epoch, reporter=reporter,
+                               loader=spec.settings.loader)
         result.params = count_parameters(model)
         return result
 

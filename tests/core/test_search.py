@@ -80,7 +80,7 @@ def test_clip_grad_norm_handles_sparse_and_dense_gradients():
     (lin(emb(ids)).sum() * 100).backward()
     dense_equiv = torch.cat([emb.weight.grad.to_dense().flatten(), lin.weight.grad.flatten(),
                              lin.bias.grad.flatten()]).norm()
-    norm = clip_grad_norm([emb.weight, lin.weight, lin.bias], 1.0)
+    norm = float(clip_grad_norm([emb.weight, lin.weight, lin.bias], 1.0))
     assert norm == pytest.approx(float(dense_equiv), rel=1e-5)
     clipped = torch.cat([emb.weight.grad.to_dense().flatten(), lin.weight.grad.flatten(),
                          lin.bias.grad.flatten()]).norm()

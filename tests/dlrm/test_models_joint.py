@@ -146,7 +146,7 @@ def test_gradient_clipping_handles_a_sampled_models_sparse_gradients():
     grads = [p.grad.coalesce().to_dense() if p.grad.is_sparse else p.grad for p in params]
     norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
     assert norm > 1.0
-    returned = clip_grad_norm(params, 1.0)
+    returned = float(clip_grad_norm(params, 1.0))
     assert returned == pytest.approx(norm, rel=1e-5)
     clipped = [p.grad.coalesce().to_dense() if p.grad.is_sparse else p.grad for p in params]
     assert float(torch.linalg.vector_norm(torch.stack([g.norm() for g in clipped]))) == \
