@@ -96,7 +96,7 @@ def search_rates(spec: RunSpec, cards: list[int], table: TensorTable, args,
         manager = SearchManager(supernet, bundle(table), BinaryClassification(),
                                 ranking_cost(spec, models), models, settings, domain="dlrm",
                                 space=spec.space, seed=0, device=device, run_dir=Path(run_dir),
-                                progress=False, loader=LoaderSettings(placement="device"))
+                                loader=LoaderSettings(placement="device"))
         for use_compile in (False, True) if args.compile else (False,):
             manager._forward = compiled(manager.supernet, use_compile, "search.compile")
             try:

@@ -93,7 +93,7 @@ def step_rate(table: CriteoArrays, spec: RunSpec, placement: str, batch: int, st
                                 BinaryClassification(),
                                 ranking_cost(spec, models), models, settings, domain="dlrm",
                                 space=spec.space, seed=0, device=device, run_dir=Path(run_dir),
-                                progress=False, loader=LoaderSettings(placement=placement))
+                                loader=LoaderSettings(placement=placement))
         return chunk_rate(manager, "weights", steps)
 
 

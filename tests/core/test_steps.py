@@ -53,7 +53,7 @@ def search(run_dir: Path, settings: SearchSettings, task=None,
     cost = DecisionCostTable("flops", "FLOPs", {"op": torch.tensor(FLOPS)})
     manager = SearchManager(ToySuperNet(16), make_data(1200, 1), task or BinaryClassification(),
                             cost, {"flops": cost}, settings, domain="toy", space="toy", seed=1,
-                            device=CPU, run_dir=run_dir, progress=False, loader=loader)
+                            device=CPU, run_dir=run_dir, loader=loader)
     manager.run()
     return manager
 
@@ -61,7 +61,7 @@ def search(run_dir: Path, settings: SearchSettings, task=None,
 def train(settings: TrainSettings, task=None, loader: LoaderSettings | None = None):
     torch.manual_seed(1)
     return train_sampled(ToySampled("mlp", 16), make_data(1200, 1), task or BinaryClassification(),
-                         settings, seed=1, device=CPU, progress=False, loader=loader)
+                         settings, seed=1, device=CPU, loader=loader)
 
 
 def test_the_monitor_reports_the_first_bad_step_and_interval_means():

@@ -30,7 +30,7 @@ def test_a_model_torch_compile_cannot_compile_fails_naming_the_setting(tmp_path)
                             models["emb_params"], models,
                             SearchSettings(batch_size=256, compile=True), domain="dlrm",
                             space="emb_card", seed=1, device=torch.device("cpu"),
-                            run_dir=tmp_path, progress=False)
+                            run_dir=tmp_path)
     with pytest.raises(RuntimeError, match=r"^search.compile: torch.compile cannot compile "
                                            r"this model \(.+\); set search.compile: false$"):
         manager.run()

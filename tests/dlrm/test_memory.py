@@ -100,5 +100,5 @@ def test_the_search_refuses_before_building_the_supernet(monkeypatch, dlrm_regis
     made = []
     monkeypatch.setattr(pipeline, "_make_supernet", lambda *a: made.append(a))
     with pytest.raises(DoesNotFit, match="memory for the emb_dim supernet at batch"):
-        pipeline.run_search(dlrm_registry, spec, tmp_path, built, progress=False)
+        pipeline.run_search(dlrm_registry, spec, tmp_path, built)
     assert not made and not list(tmp_path.rglob("*.pt"))
