@@ -19,11 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from dnas_core.config.settings import SearchSettings
-from dnas_core.engine import checkpoint
+from dnas_core.engine import checkpoint, dist_checkpoint
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CostLoss, CostModel, priced
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
+from dnas_core.engine.distributed import DataParallel
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm, scale_lrs
 from dnas_core.engine.schedules import Chunk, plan_chunks, temperature
 from dnas_core.engine.supernet import SuperNet
@@ -46,8 +47,11 @@ class SearchManager:
                  cost: CostModel | None, cost_models: Mapping[str, CostModel],
                  settings: SearchSettings, *, domain: str, space: str, seed: int,
                  device: torch.device, run_dir: Path, logger: RunLogger | None = None,
-                 progress: bool = True):
+                 progress: bool = True, parallel: DataParallel | None = None):
         self.supernet = supernet.to(device)
+        self.parallel = parallel  # one rank of several: see dnas_core.engine.distributed
+        if parallel is not None:
+            parallel.broadcast(list(self.supernet.parameters()))
         self.task = task
         self.cost = cost  # what sampled architectures are ranked by
         self.loss_cost = cost if settings.cost.form != "off" else None
@@ -108,6 +112,17 @@ class SearchManager:
                 "gumbel": self.gumbel.get_state(), "sampler": self.sampler.get_state(),
                 "architectures": [json.dumps(a.to_dict()) for a in self.architectures]}
 
+    def _save(self) -> None:
+        if self.parallel is None:
+            checkpoint.save(self._state(), self.checkpoint_path)
+        else:
+            dist_checkpoint.save(self.parallel, self._state(), self.checkpoint_path)
+
+    def _load(self) -> dict[str, Any]:
+        if self.parallel is None:
+            return checkpoint.load(self.checkpoint_path)
+        return dist_checkpoint.load(self.parallel, self.checkpoint_path)
+
     def _restore(self, state: dict[str, Any]) -> None:
         self.supernet.load_state_dict(state["supernet"])
         self.optimizers["weights"].load_state_dict(state["weights_optimizer"])
@@ -137,35 +152,64 @@ class SearchManager:
         self.supernet.train()
         self.supernet.sample_soft(tau, self.gumbel)
         self._freeze_for(chunk.kind)
-        optimizer.set_epoch(epochs_done)
+        sharded = self.parallel.sharded if self.parallel is not None else None
+        if sharded is not None:
+            sharded.set_trainable(chunk.kind == "weights")
+
+        def set_epoch(epoch: float) -> None:
+            optimizer.set_epoch(epoch)
+            if sharded is not None and chunk.kind == "weights":
+                sharded.set_epoch(epoch)
+
+        set_epoch(epochs_done)
         batches = chunk.batch_range(len(source))
         bar = tqdm(batches, desc=f"search {chunk.index + 1}/{len(self.plan)} {chunk.kind}",
                    disable=not self.progress, leave=False, unit="batch")
         for i, index in enumerate(bar):
             if self.settings.update_lrs_every_step:
-                optimizer.set_epoch(epochs_done + i / len(source))
-            inputs, targets = to_device(source.batch(index), self.device)
+                set_epoch(epochs_done + i / len(source))
+            inputs, targets, weight = self._batch(source, index)
             outputs = self.supernet(inputs)
             task_loss = self.task.loss(outputs, targets)
             cost = self.loss_cost.expected(self.supernet) if self.loss_cost else None
             total = self.cost_loss(task_loss, cost)
-            if not torch.isfinite(total):
-                raise NonFiniteLoss(f"non-finite search loss {float(total)} at step {self.step}")
+            if self.parallel is not None:  # every rank checks the global batch's loss
+                total = total * weight
+                task_loss = self.parallel.mean(task_loss * weight)
+            shown = total if self.parallel is None else self.parallel.mean(total)
+            if not torch.isfinite(shown):
+                raise NonFiniteLoss(f"non-finite search loss {float(shown)} at step {self.step}")
             optimizer.zero_grad()
             total.backward()
+            if self.parallel is not None:
+                self.parallel.average_gradients(optimizer.params())
             if self.settings.clip_grad_norm is not None:
                 clip_grad_norm(optimizer.params(), self.settings.clip_grad_norm)
             optimizer.step()
             self.step += 1
             if self.step % 10 == 0 or i == len(batches) - 1:
                 values = {"task_loss": float(task_loss.detach()),
-                          "total_loss": float(total.detach()), "temperature": tau}
+                          "total_loss": float(shown.detach()), "temperature": tau}
                 if cost is not None:
                     values["cost"] = float(cost.detach().mean())
                 values.update({f"lr/{chunk.kind}/{k}": v for k, v in optimizer.lrs().items()})
                 self.logger.scalars(self.step, values, prefix="search/")
                 bar.set_postfix(loss=f"{values['task_loss']:.4f}")
         self._freeze_for("none")
+        if self.parallel is not None:
+            self.parallel.check_identical(self.supernet.arch_parameters(), "theta")
+
+    def _batch(self, source: BatchSource, index: int) -> tuple[Any, Any, float]:
+        """The batch this process trains on, and its loss weight: the whole batch, or
+        this rank's share of it (with the supernet told which rows those are)."""
+        if self.parallel is None:
+            inputs, targets = to_device(source.batch(index), self.device)
+            return inputs, targets, 1.0
+        rows = source.batch_rows(index)
+        share = self.parallel.rows(len(rows))
+        self.supernet.slice_batch(len(rows), share)
+        inputs, targets = to_device(source.table.gather(rows[share]), self.device)
+        return inputs, targets, self.parallel.loss_weight(share.stop - share.start, len(rows))
 
     def _sample(self, chunk: Chunk) -> None:
         probabilities = {k: v.tolist() for k, v in self.supernet.probabilities().items()}
@@ -184,7 +228,7 @@ class SearchManager:
         """Train (resuming from the last checkpoint if there is one) and return the
         architectures sampled, in the order they were first drawn."""
         if self.checkpoint_path.exists():
-            self._restore(checkpoint.load(self.checkpoint_path))
+            self._restore(self._load())
             print(f"resuming search from chunk {self.next_chunk + 1}/{len(self.plan)} "
                   f"({self.checkpoint_path})", file=sys.stderr, flush=True)
         for chunk in self.plan[self.next_chunk:]:
@@ -194,7 +238,7 @@ class SearchManager:
                 self._sample(chunk)
             self.seconds += time.perf_counter() - started
             self.next_chunk = chunk.index + 1
-            checkpoint.save(self._state(), self.checkpoint_path)
+            self._save()
             self.logger.heatmaps(self.step, self.supernet.heatmaps())
             if on_chunk_end is not None:
                 on_chunk_end(chunk)

@@ -29,6 +29,7 @@ from dnas_core.engine.baseline import (
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CombinedCost, CostModel, priced
 from dnas_core.engine.data import BatchSource, DataBundle
+from dnas_core.engine.distributed import DataParallel, DistEnv, init_process_group
 from dnas_core.engine.memory import check_fits, estimate, on_meta
 from dnas_core.engine.optim import scale_lrs
 from dnas_core.engine.search import NonFiniteLoss, SearchManager
@@ -176,14 +177,35 @@ def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
         data_info=built.data.info), "dnas_make_sampled", spec)
 
 
+def _parallel(registry: Registry, spec: RunSpec, supernet: SuperNet, env: DistEnv,
+              device: torch.device) -> DataParallel | None:
+    """One rank of a distributed search (under torchrun): the domain's sharding, if it
+    has one, with its plan in the trial log; None for a single process."""
+    if not env.active:
+        return None
+    sharded = registry.hook.dnas_shard_supernet(
+        domain=spec.domain.name, settings=spec.domain_settings, supernet=supernet, env=env,
+        device=device, optimizer=spec.settings.search.weights_optimizer)
+    if env.writer:
+        print(f"distributed search: {env.world_size} ranks; " + (
+            f"sharding plan:\n{sharded.plan}" if sharded is not None
+            else "no sharding hook: every weight replicated (data parallel)"),
+            file=sys.stderr, flush=True)
+    return DataParallel(env, sharded)
+
+
 def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                progress: bool = True) -> SearchOutcome:
     """Train the supernet (resuming if a checkpoint exists) and save its architectures,
-    with the baselines every report compares them to."""
+    with the baselines every report compares them to. Under torchrun every rank runs
+    this; rank 0 alone writes."""
+    env = DistEnv.from_environ()
+    device = env.device(spec.device())
+    init_process_group(env, device)
     check_memory(registry, spec, built)
     supernet, models = _make_supernet(registry, spec, built)
     reference, random_pool = baselines(spec, supernet, models)
-    logger = RunLogger(run_dir / "tensorboard" / "search")
+    logger = RunLogger(run_dir / "tensorboard" / "search" if env.writer else None)
     divergence = spec.settings.train.divergence
     try:
         for attempt in range(divergence.retries + 1):
@@ -193,8 +215,9 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
             manager = SearchManager(supernet, built.data, built.task, ranking_cost(spec, models),
                                     models, settings, domain=spec.domain.name,
                                     space=spec.space, seed=spec.settings.seed,
-                                    device=spec.device(), run_dir=run_dir, logger=logger,
-                                    progress=progress)
+                                    device=device, run_dir=run_dir, logger=logger,
+                                    progress=progress and env.writer,
+                                    parallel=_parallel(registry, spec, supernet, env, device))
             try:
                 architectures = manager.run()
                 break
@@ -211,9 +234,9 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     finally:
         logger.close()
     seconds = manager.seconds
-    for arch in architectures:
+    for arch in architectures if env.writer else ():
         arch.save(run_dir / "architectures")
-    for name, (matrix, rows, cols) in supernet.heatmaps().items():
+    for name, (matrix, rows, cols) in supernet.heatmaps().items() if env.writer else ():
         save_heatmap(run_dir / "heatmaps" / f"{name}.png", matrix, rows, cols,
                      f"{spec.space}: softmax(theta) of {name}")
     units = {n: m.unit for n, m in models.items()}
@@ -225,9 +248,10 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     constant = {split: metrics for split in ("val", "test")
                 if (metrics := constant_metrics(
                     built.task, built.data, split, spec.settings.seed,
-                    row_losses=run_dir / ROW_LOSSES if split == "test" else None,
+                    row_losses=run_dir / ROW_LOSSES if split == "test" and env.writer
+                    else None,
                     train_targets=targets)) is not None}
-    return SearchOutcome(architectures, evaluate(supernet, val, built.task, spec.device()), units,
+    return SearchOutcome(architectures, evaluate(supernet, val, built.task, device), units,
                          search_seconds=round(seconds, 3), entropies=supernet.entropies(),
                          reference=reference, random_pool=random_pool,
                          constant=constant or None)

@@ -23,6 +23,7 @@ import torch
 
 from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.distributed import DistEnv
 from dnas_core.engine.memory import DoesNotFit
 from dnas_core.engine.paths import ARCH_ID, PARAMS_KEY, checked, inside
 from dnas_core.engine.search import NonFiniteLoss
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         studies = Studies(args.storage)
         frozen = studies.studies[args.study].get_trials(deepcopy=False)[args.trial]
         result = run_trial(studies, args.study, frozen, args.run_dir)
-        write_result(result_path(args.run_dir, frozen), result)
+        if DistEnv.from_environ().writer:  # under torchrun, rank 0 reports for all ranks
+            write_result(result_path(args.run_dir, frozen), result)
     except NonFiniteLoss as exc:
         print(f"non-finite loss: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
