@@ -83,19 +83,6 @@ def fused_params(optimizer: OptimizerSettings) -> tuple[dict[str, Any], float, f
     return params, lr, decay
 
 
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; the gradient times ``scale`` on the way back."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad * ctx.scale, None
-
-
 class ShardedLookup(nn.Module):
     """Drop-in for the supernet's table module: ``(ids[, card weights]) -> (b, f, width)``.
 
@@ -103,12 +90,11 @@ class ShardedLookup(nn.Module):
     replicates and checkpoints those); :class:`ShardedTables` owns it.
     """
 
-    def __init__(self, dmp: nn.Module, keys: list[list[str]], moduli: Tensor, world: int):
+    def __init__(self, dmp: nn.Module, keys: list[list[str]], moduli: Tensor):
         super().__init__()
         object.__setattr__(self, "dmp", dmp)
         self.keys = keys  # per feature, its tables' keys (one, or one per candidate)
         self.register_buffer("moduli", moduli, persistent=False)  # (features, candidates)
-        self.world = world
         self.trainable = True
 
     def _lookup(self, ids: Tensor) -> Tensor:
@@ -129,9 +115,7 @@ class ShardedLookup(nn.Module):
 
     def forward(self, ids: Tensor, weights: Tensor | None = None) -> Tensor:
         if self.trainable:
-            # the fused optimizer sums row gradients over ranks; the core averages the
-            # replicated ones: scaled so the tables see the global batch's mean too
-            vectors = _ScaleGrad.apply(self._lookup(ids), 1.0 / self.world)
+            vectors = self._lookup(ids)
         else:  # an architecture chunk: no gradient may reach (and step) the tables
             with torch.no_grad():
                 vectors = self._lookup(ids)
@@ -189,11 +173,15 @@ def shard_supernet(supernet: DlrmSuperNet, env: DistEnv, device: torch.device,
                    optimizer: OptimizerSettings) -> ShardedTables:
     """Replace the supernet's tables by a TorchRec-sharded collection, in place."""
     from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+    from torchrec.distributed.comm_ops import set_gradient_division
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.model_parallel import DistributedModelParallel
     from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
     from torchrec.distributed.planner.types import ParameterConstraints
 
+    # the pooled all-to-all divides the tables' gradients by the world size on the way
+    # back, as the core averages the replicated ones: both see the global batch's mean
+    set_gradient_division(True)
     params, lr, decay = fused_params(optimizer)
     keys, weights, moduli = _tables(supernet)
     configs = [EmbeddingBagConfig(name=f"t_{key}", embedding_dim=supernet.width,
@@ -214,7 +202,7 @@ def shard_supernet(supernet: DlrmSuperNet, env: DistEnv, device: torch.device,
     initial = {f"t_{key}": w for feature_keys, feature_weights in zip(keys, weights, strict=True)
                for key, w in zip(feature_keys, feature_weights, strict=True)}
     _copy_in(dmp, initial)
-    lookup = ShardedLookup(dmp, keys, moduli.to(device), env.world_size)
+    lookup = ShardedLookup(dmp, keys, moduli.to(device))
     supernet.embeddings.tables = lookup
     return ShardedTables(lookup, str(plan), lr, decay)
 
