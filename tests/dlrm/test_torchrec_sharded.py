@@ -86,3 +86,23 @@ def test_emb_card_killed_rank_fails_and_rerun_resumes_from_sharded_checkpoint(tm
     resumed = _run(["emb_card", str(run_dir), str(out)], distributed=True)
     assert "resuming search from chunk 4/" in resumed.stdout + resumed.stderr
     _compare(_load(tmp_path / "single", 0), _load(out, 0), _load(out, 1))
+
+
+def test_dnas_search_nproc_per_trial_runs_the_supernet_trial_with_torchrun(tmp_path):
+    """The user's side: the pool launches the supernet trial as two ranks."""
+    run_dir = tmp_path / "run"
+    tiny = ["domain.data.synthetic_rows=4000", "domain.bottom_mlp=[16]",
+            "domain.top_mlp=[16]", "domain.max_rows=200", "search.total_epochs=2",
+            "search.arch_sampling={1: 1}", "search.batch_size=400", "train.epochs=1",
+            "train.batch_size=400"]
+    args = [sys.executable, "-m", "dnas_cli.main", "search", "--plugin", "dlrm", "--out",
+            str(run_dir), "--devices", "cpu", "--nproc-per-trial", "2", "--no-baseline"]
+    for item in tiny:
+        args += ["--set", item]
+    done = subprocess.run(args, env={**os.environ, "DNAS_PLUGINS": "dlrm"},
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = next((run_dir / "trials").glob("supernet-*")).joinpath("log.txt").read_text()
+    assert "-m torch.distributed.run --standalone --nproc_per_node 2" in log
+    assert "distributed search: 2 ranks; sharding plan:" in log
+    assert json.loads(done.stdout)["trained_architectures"] >= 1
