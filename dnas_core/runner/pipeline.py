@@ -151,7 +151,7 @@ def _make_supernet(registry: Registry, spec: RunSpec, built: Built
     return supernet, cost_models(registry, spec, built.data.info, supernet)
 
 
-def check_memory(registry: Registry, spec: RunSpec, built: Built) -> None:
+def check_memory(registry: Registry, spec: RunSpec, built: Built, ranks: int = 1) -> None:
     """Log what the search will need against what its device has, and refuse
     (:class:`DoesNotFit`) a supernet the device cannot hold, before allocating any of it."""
     try:
@@ -165,8 +165,8 @@ def check_memory(registry: Registry, spec: RunSpec, built: Built) -> None:
                                budget.steps_per_epoch, budget.min_batch_size,
                                budget.max_batch_size)
     needed = estimate(supernet, settings.weights_optimizer, settings.arch_optimizer, batch)
-    print(check_fits(needed, spec.device(), f"the {spec.space} supernet at batch {batch}"),
-          file=sys.stderr, flush=True)
+    print(check_fits(needed, spec.device(), f"the {spec.space} supernet at batch {batch}",
+                     ranks), file=sys.stderr, flush=True)
 
 
 def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
@@ -202,7 +202,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     env = DistEnv.from_environ()
     device = env.device(spec.device())
     init_process_group(env, device)
-    check_memory(registry, spec, built)
+    check_memory(registry, spec, built, env.world_size)
     supernet, models = _make_supernet(registry, spec, built)
     reference, random_pool = baselines(spec, supernet, models)
     logger = RunLogger(run_dir / "tensorboard" / "search" if env.writer else None)

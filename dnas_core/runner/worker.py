@@ -95,7 +95,10 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
                    config=Path(experiment.config) if experiment.config else None,
                    preset=experiment.preset, values=values, data_path=experiment.data_path)
     directory = trial_dir(run_dir, frozen)
-    prepare_run_dir(spec, directory)
+    if DistEnv.from_environ().writer:  # the other ranks of a distributed trial only read
+        prepare_run_dir(spec, directory)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
     built = build_data(registry, spec)
     if frozen.user_attrs.get("kind") == "supernet":
         outcome = run_search(registry, spec, directory, built, progress=False)

@@ -45,3 +45,13 @@ def test_gpu_groups_and_the_trial_environment_of_a_group(tmp_path):
     env = trial_env(job, "2,3", 1, 1, 1)
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and env["DNAS_DEVICE"] == "cuda"
     assert trial_env(job, "1", 1, 1, 1)["DNAS_DEVICE"] == "cuda:0"
+
+
+def test_memory_check_judges_a_distributed_search_per_rank():
+    from dnas_core.engine.memory import MemoryEstimate
+
+    needed = MemoryEstimate(sharded=100, replicated=10, weights=60, gradients=20,
+                            optimizer_state=30, activations=20, sharded_groups=("tables",))
+    assert needed.total == 130
+    assert needed.per_rank(2) == 10 + 60
+    assert needed.per_rank(3) == 10 + 40
