@@ -148,7 +148,7 @@ class DataParallel:
             mean = flat[offset:offset + g.numel()].view_as(g)
             offset += g.numel()
             sparse = p.grad is not None and p.grad.is_sparse
-            p.grad = mean.to_sparse() if sparse else mean
+            p.grad = mean.to_sparse(1) if sparse else mean  # rows, as nn.Embedding's
 
     def broadcast(self, tensors: Sequence[Tensor]) -> None:
         """Give every rank rank 0's values (replicated weights, buffers, theta)."""

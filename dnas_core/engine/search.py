@@ -198,6 +198,10 @@ class SearchManager:
         self._freeze_for("none")
         if self.parallel is not None:
             self.parallel.check_identical(self.supernet.arch_parameters(), "theta")
+            # running statistics (BatchNorm) see only each rank's rows: rank 0's are kept,
+            # as DistributedDataParallel's broadcast_buffers does
+            self.parallel.broadcast([b for b in self.supernet.buffers()
+                                     if b.is_floating_point()])
 
     def _batch(self, source: BatchSource, index: int) -> tuple[Any, Any, float]:
         """The batch this process trains on, and its loss weight: the whole batch, or

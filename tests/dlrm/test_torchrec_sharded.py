@@ -1,6 +1,6 @@
 """Issue 11 item 3: the DLRM supernets sharded with TorchRec under ``torchrun`` (gloo, CPU).
 
-Each search runs the way a trial runs it (``tests/dlrm/torchrec_search.py`` calls
+Each search runs the way a trial runs it (``tests/distributed_search.py`` calls
 ``pipeline.run_search``), once as a single process and once as two ranks whose embedding
 tables TorchRec's planner places (the plan is printed in the log). Both ranks must end
 with the very same theta (the core checks this after every chunk, and so do we here),
@@ -26,7 +26,7 @@ import pytest
 pytest.importorskip("torchrec", reason="TorchRec is not installed: "
                                        "pip install dnas-dlrm[distributed] (see .ci/run)")
 
-DRIVER = Path(__file__).with_name("torchrec_search.py")
+DRIVER = Path(__file__).parents[1] / "distributed_search.py"
 TOLERANCE = 1e-5  # on theta: the ranks' summation order differs from a single process's
 
 

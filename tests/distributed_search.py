@@ -1,7 +1,12 @@
-"""A tiny DLRM supernet search run the way a trial runs it (``pipeline.run_search``), for
-``test_torchrec_sharded.py``: alone, or as every rank under ``torchrun``.
+"""A tiny supernet search run the way a trial runs it (``pipeline.run_search``), for
+``tests/dlrm/test_torchrec_sharded.py`` and ``tests/core/test_data_parallel.py``: alone,
+or as every rank under ``torchrun``.
 
-    python tests/dlrm/torchrec_search.py SPACE RUN_DIR OUT_PREFIX [--kill-rank R --kill-at C]
+    python tests/distributed_search.py SPACE RUN_DIR OUT_PREFIX [--kill-rank R --kill-at C]
+
+SPACE is a DLRM space (``emb_dim``, ``emb_card``: sharded with TorchRec under torchrun),
+``plain-emb_dim`` (the same without the sharding hook: plain data parallel) or ``cnn``
+(the CNN plugin's default space, which has BatchNorm: plain data parallel).
 
 Each rank writes ``OUT_PREFIX-rank{R}.json``: its final theta per decision, and (rank 0)
 the sampled architectures' choices. ``--kill-at C`` makes rank R exit hard right after
@@ -23,6 +28,10 @@ from dnas_core.engine.distributed import DistEnv
 from dnas_core.plugins.registry import make_registry
 from dnas_core.runner import pipeline
 
+CNN: dict[str, Any] = {
+    "seed": 3, "search.warmup_epochs": 1, "search.total_epochs": 3,
+    "search.arch_sampling": {2: 3}, "search.arch_optimizer": {"name": "Adam", "lr": 0.1},
+}
 SETTINGS: dict[str, Any] = {
     "seed": 3,
     "domain.data.synthetic_rows": 3000, "domain.max_rows": 60,
@@ -62,15 +71,24 @@ def main() -> None:
                 os._exit(9)
 
     pipeline.SearchManager = Recorded  # type: ignore[misc]
+    if args.space.startswith("plain-"):  # the DLRM space without its sharding hook
+        import dnas_dlrm.plugin
+
+        del dnas_dlrm.plugin.dnas_shard_supernet
+        args.space = args.space.removeprefix("plain-")
     registry = make_registry()
-    spec = resolve(registry, "dlrm", values={**SETTINGS, "domain.search": [args.space]})
+    if args.space == "cnn":
+        spec = resolve(registry, "cnn", values=CNN)
+    else:
+        spec = resolve(registry, "dlrm", values={**SETTINGS, "domain.search": [args.space]})
     built = pipeline.build_data(registry, spec)
     args.run_dir.mkdir(parents=True, exist_ok=True)
     outcome = pipeline.run_search(registry, spec, args.run_dir, built, progress=False)
     supernet = managers[-1].supernet
     result = {"theta": {n: d.theta.detach().tolist() for n, d in supernet.decisions().items()},
               "architectures": [a.choices for a in outcome.architectures],
-              "world_size": env.world_size}
+              "world_size": env.world_size,
+              "buffers": [b.tolist() for b in supernet.buffers() if b.is_floating_point()]}
     Path(f"{args.out}-rank{env.rank}.json").write_text(json.dumps(result))
 
 
