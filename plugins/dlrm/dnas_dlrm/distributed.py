@@ -20,6 +20,7 @@ The tables train with TorchRec's fused optimizer, applied in the backward pass; 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -195,7 +196,7 @@ def shard_supernet(supernet: DlrmSuperNet, env: DistEnv, device: torch.device,
         for c in configs}
     planner = EmbeddingShardingPlanner(
         topology=Topology(world_size=env.world_size, compute_device=device.type,
-                          local_world_size=int(_local_world(env))),
+                          local_world_size=_local_world(env)),
         constraints=constraints)
     plan = planner.collective_plan(collection, [sharder], dist.GroupMember.WORLD)
     dmp = DistributedModelParallel(collection, device=device, plan=plan, sharders=[sharder])
@@ -208,8 +209,7 @@ def shard_supernet(supernet: DlrmSuperNet, env: DistEnv, device: torch.device,
 
 
 def _local_world(env: DistEnv) -> int:
-    import os
-
+    """Ranks on this machine (torchrun's LOCAL_WORLD_SIZE): the planner's host grouping."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size))
 
 
