@@ -71,8 +71,8 @@ class Coordinator:
                 "--study", name, "--trial", str(trial.number), "--run-dir", str(self.run_dir)]
         ranks = self.pool_settings.nproc_per_trial
         if ranks > 1 and name == SUPERNETS:  # a distributed search; see engine.distributed
-            argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    "--nproc_per_node", str(ranks), *argv[1:]]
+            argv = [sys.executable, "-m", "dnas_core.runner.ranks", "--standalone",
+                    "--nproc_per_node", str(ranks), *argv[1:]]  # torchrun + exit codes
         directory = trial_dir(self.run_dir, trial)
         directory.mkdir(parents=True, exist_ok=True)
         return Job(f"{name}/{trial.number}", argv, directory / "log.txt",

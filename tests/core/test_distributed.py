@@ -55,3 +55,21 @@ def test_memory_check_judges_a_distributed_search_per_rank():
     assert needed.total == 130
     assert needed.per_rank(2) == 10 + 60
     assert needed.per_rank(3) == 10 + 40
+
+
+def test_a_rank_exit_code_of_the_protocol_survives_torchrun(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from dnas_core.runner.ranks import status_of
+
+    assert status_of([-15, 76]) == 76 and status_of([1, -9]) == 1
+    script = tmp_path / "rank.py"
+    script.write_text("import os, sys, time\n"
+                      "if os.environ['RANK'] == '1':\n    sys.exit(75)\ntime.sleep(30)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    done = subprocess.run([sys.executable, "-m", "dnas_core.runner.ranks", "--standalone",
+                           "--nproc_per_node", "2", str(script)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 75, done.stderr[-2000:]

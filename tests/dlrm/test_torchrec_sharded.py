@@ -103,6 +103,6 @@ def test_dnas_search_nproc_per_trial_runs_the_supernet_trial_with_torchrun(tmp_p
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     log = next((run_dir / "trials").glob("supernet-*")).joinpath("log.txt").read_text()
-    assert "-m torch.distributed.run --standalone --nproc_per_node 2" in log
+    assert "-m dnas_core.runner.ranks --standalone --nproc_per_node 2" in log
     assert "distributed search: 2 ranks; sharding plan:" in log
     assert json.loads(done.stdout)["trained_architectures"] >= 1
