@@ -39,6 +39,12 @@ def pool_options(command):
     command = click.option("--jobs-per-device", default=1, show_default=True,
                            type=click.IntRange(min=1),
                            help="Trials run at once on each device.")(command)
+    command = click.option("--nproc-per-trial", default=1, show_default=True,
+                           type=click.IntRange(min=1),
+                           help="Ranks per supernet trial: N > 1 gives a trial N GPUs (or N "
+                                "CPU processes) and launches it with torchrun; a plugin "
+                                "may shard the supernet across them (dlrm: TorchRec, "
+                                "pip install dnas-dlrm[distributed]).")(command)
     command = click.option("--timeout", type=float,
                            help="Seconds after which a trial is killed and failed.")(command)
     command = click.option("--storage", help="Optuna storage URL shared by several workers, "
@@ -67,10 +73,11 @@ def watch_options(command):
 
 
 def _pool(devices: str, jobs_per_device: int, timeout: float | None,
-          max_oom_retries: int = 2, heartbeat: int = 20, grace_period: int = 120) -> Any:
+          max_oom_retries: int = 2, heartbeat: int = 20, grace_period: int = 120,
+          nproc_per_trial: int = 1) -> Any:
     """The pool's settings; ``--devices`` and the liveness times are checked here, before
     anything runs."""
-    from dnas_core.runner.devices import check_available, resolve_devices
+    from dnas_core.runner.devices import check_available, group_devices, resolve_devices
     from dnas_core.runner.orchestrate import PoolSettings
     from dnas_core.runner.study import Liveness
 
@@ -85,8 +92,12 @@ def _pool(devices: str, jobs_per_device: int, timeout: float | None,
             check_available(resolve_devices(chosen))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--devices'") from None
+    try:
+        group_devices(resolve_devices(["cpu"] if chosen == "cpu" else chosen), nproc_per_trial)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--nproc-per-trial'") from None
     return PoolSettings(["cpu"] if chosen == "cpu" else chosen, jobs_per_device, timeout,
-                        max_oom_retries, liveness)
+                        max_oom_retries, liveness, nproc_per_trial)
 
 
 @cli.command()
@@ -112,7 +123,8 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
            experiment: Path | None, out: Path | None, overrides: tuple[str, ...],
            data_path: str | None, baseline: str | None, no_baseline: bool, devices: str,
            jobs_per_device: int, timeout: float | None, storage: str | None, heartbeat: int,
-           grace_period: int, quiet: bool, status_every: float) -> None:
+           grace_period: int, quiet: bool, status_every: float,
+           nproc_per_trial: int) -> None:
     """Search supernets, train their sampled architectures, and report.
 
     Without --experiment this is one supernet and one training run per sampled
@@ -135,7 +147,7 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         run_dir = out or Path("runs") / f"{plan.plugin}-{time.strftime('%Y%m%d-%H%M%S')}"
         click.echo(f"run directory: {run_dir}", err=True)
         pool = _pool(devices, jobs_per_device, timeout or plan.trial_timeout,
-                     plan.max_oom_retries, heartbeat, grace_period)
+                     plan.max_oom_retries, heartbeat, grace_period, nproc_per_trial)
         with watching(quiet, status_every) as watcher:
             summary = run_experiment(run_dir, plan, pool, storage, watcher=watcher)
     except (ConfigError, PluginError, ExperimentFailed) as exc:
@@ -208,7 +220,8 @@ def train(plugin: str | None, arch_path: Path, config: Path | None, preset: str 
 @watch_options
 def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
            timeout: float | None, storage: str | None, heartbeat: int,
-           grace_period: int, quiet: bool, status_every: float) -> None:
+           grace_period: int, quiet: bool, status_every: float,
+           nproc_per_trial: int) -> None:
     """Join an experiment: TARGET is its run directory or its storage URL.
 
     Several workers (on one machine or many) share the study: each claims waiting trials,
@@ -231,7 +244,7 @@ def worker(target: str, out: Path | None, devices: str, jobs_per_device: int,
         url = target
         run_dir = out or Path("runs") / f"worker-{time.strftime('%Y%m%d-%H%M%S')}"
     pool = _pool(devices, jobs_per_device, timeout, heartbeat=heartbeat,
-                 grace_period=grace_period)
+                 grace_period=grace_period, nproc_per_trial=nproc_per_trial)
     try:
         studies = Studies(url, liveness=pool.liveness)
         make_run_dir(run_dir)

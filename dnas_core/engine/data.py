@@ -103,12 +103,15 @@ class BatchSource:
             self._order_epoch = epoch
         return self._order
 
-    def batch(self, global_index: int) -> Any:
-        """Batch number ``global_index`` counted across epochs."""
+    def batch_rows(self, global_index: int) -> np.ndarray:
+        """The table rows of batch number ``global_index`` counted across epochs."""
         epoch, position = divmod(global_index, len(self))
         order = self._epoch_order(epoch)
-        return self.table.gather(order[position * self.batch_size:
-                                       (position + 1) * self.batch_size])
+        return order[position * self.batch_size:(position + 1) * self.batch_size]
+
+    def batch(self, global_index: int) -> Any:
+        """Batch number ``global_index`` counted across epochs."""
+        return self.table.gather(self.batch_rows(global_index))
 
     def batches(self, start: int, stop: int) -> Iterator[Any]:
         for index in range(start, stop):

@@ -79,6 +79,11 @@ class MemoryEstimate:
                 f"optimizer state {size_text(self.optimizer_state)}, activations {acts}; "
                 f"{size_text(self.total)} in all")
 
+    def per_rank(self, ranks: int) -> int:
+        """What each of ``ranks`` devices holds when the sharded part and the batch are
+        split evenly over them (the planner's balance is not guaranteed)."""
+        return self.replicated + -(-(self.sharded + (self.activations or 0)) // ranks)
+
     def devices_needed(self, capacity: int) -> int | None:
         """Devices of ``capacity`` bytes that hold it with the sharded part split evenly;
         None when the replicated part alone does not fit one."""
@@ -141,15 +146,19 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_fits(needed: MemoryEstimate, device: torch.device, where: str) -> str:
+def check_fits(needed: MemoryEstimate, device: torch.device, where: str,
+               ranks: int = 1) -> str:
     """A line for the log saying what the search needs against what ``device`` has;
-    :class:`DoesNotFit` naming the number of such devices it would take when it is more."""
+    :class:`DoesNotFit` naming the number of such devices it would take when it is more.
+    A distributed search (``ranks`` > 1) is judged by what one rank holds."""
     free = available_bytes(device)
     line = f"memory for {where}: {needed.describe()}"
+    if ranks > 1:
+        line += f"; {size_text(needed.per_rank(ranks))} on each of {ranks} ranks"
     if free is None:
         return f"{line}; free memory of {device} unknown"
     line += f"; {device} has {size_text(free)} free"
-    if needed.total <= free:
+    if (needed.total if ranks == 1 else needed.per_rank(ranks)) <= free:
         return line
     count = needed.devices_needed(free)
     if count is None:

@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dnas_core.config.settings import LoaderSettings, SearchSettings
-from dnas_core.engine import checkpoint
+from dnas_core.engine import checkpoint, dist_checkpoint
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CostLoss, CostModel, priced
-from dnas_core.engine.data import DataBundle
+from dnas_core.engine.data import BatchSource, DataBundle, to_device
+from dnas_core.engine.distributed import DataParallel
 from dnas_core.engine.loader import Loader
 from dnas_core.engine.optim import OptimizerSet, clip_grad_norm, scale_lrs
 from dnas_core.engine.progress import Reporter, Step
@@ -48,8 +49,12 @@ class SearchManager:
                  cost: CostModel | None, cost_models: Mapping[str, CostModel],
                  settings: SearchSettings, *, domain: str, space: str, seed: int,
                  device: torch.device, run_dir: Path, logger: RunLogger | None = None,
-                 reporter: Reporter | None = None, loader: LoaderSettings | None = None):
+                 reporter: Reporter | None = None, loader: LoaderSettings | None = None,
+                 parallel: DataParallel | None = None):
         self.supernet = supernet.to(device)
+        self.parallel = parallel  # one rank of several: see dnas_core.engine.distributed
+        if parallel is not None:
+            parallel.broadcast(list(self.supernet.parameters()))
         self._forward = compiled(self.supernet, settings.compile, "search.compile")
         self.task = task
         self.cost = cost  # what sampled architectures are ranked by
@@ -118,6 +123,17 @@ class SearchManager:
                 "gumbel": self.gumbel.get_state(), "sampler": self.sampler.get_state(),
                 "architectures": [json.dumps(a.to_dict()) for a in self.architectures]}
 
+    def _save(self) -> None:
+        if self.parallel is None:
+            checkpoint.save(self._state(), self.checkpoint_path)
+        else:
+            dist_checkpoint.save(self.parallel, self._state(), self.checkpoint_path)
+
+    def _load(self) -> dict[str, Any]:
+        if self.parallel is None:
+            return checkpoint.load(self.checkpoint_path)
+        return dist_checkpoint.load(self.parallel, self.checkpoint_path)
+
     def _restore(self, state: dict[str, Any]) -> None:
         self.supernet.load_state_dict(state["supernet"])
         self.optimizers["weights"].load_state_dict(state["weights_optimizer"])
@@ -147,26 +163,41 @@ class SearchManager:
         self.supernet.train()
         self.supernet.sample_soft(tau, self.gumbel)
         self._freeze_for(chunk.kind)
-        optimizer.set_epoch(epochs_done)
+        sharded = self.parallel.sharded if self.parallel is not None else None
+        if sharded is not None:
+            sharded.set_trainable(chunk.kind == "weights")
+
+        def set_epoch(epoch: float) -> None:
+            optimizer.set_epoch(epoch)
+            if sharded is not None and chunk.kind == "weights":
+                sharded.set_epoch(epoch)
+
+        set_epoch(epochs_done)
         batches = chunk.batch_range(len(source))
         label = f"chunk {chunk.index + 1}/{len(self.plan)} {chunk.kind}"
         before = self._batches_before[chunk.index]
-        stream = self.loader.stream(source, batches)
         monitor = StepMonitor(self.settings.check_every, self.device)
-        for i, (inputs, targets) in enumerate(stream):
+        for i, (inputs, targets, weight) in enumerate(self._stream(source, batches)):
             if self.settings.update_lrs_every_step:
-                optimizer.set_epoch(epochs_done + i / len(source))
+                set_epoch(epochs_done + i / len(source))
             with autocast(self.settings.precision, self.device):
                 outputs = self._forward(inputs)
             task_loss = self.task.loss(outputs.float(), targets)
             cost = self.loss_cost.expected(self.supernet) if self.loss_cost else None
             total = self.cost_loss(task_loss, cost)
-            monitor.add(self.step, total, task_loss=task_loss,
+            shown = total
+            if self.parallel is not None:  # every rank checks the global batch's loss
+                total = total * weight
+                task_loss = self.parallel.mean(task_loss * weight)
+                shown = self.parallel.mean(total)
+            monitor.add(self.step, shown, task_loss=task_loss,
                         **({} if cost is None else {"cost": cost}))
             if monitor.due(self.step + 1, i == len(batches) - 1):
                 self._report(monitor, chunk.kind, tau, optimizer)
             optimizer.zero_grad()
             total.backward()
+            if self.parallel is not None:
+                self.parallel.average_gradients(optimizer.params())
             if self.settings.clip_grad_norm is not None:
                 clip_grad_norm(optimizer.params(), self.settings.clip_grad_norm)
             optimizer.step()
@@ -175,6 +206,31 @@ class SearchManager:
                 self.reporter(Step("search", label, i + 1, len(batches), before + i + 1,
                                    self._batches_total))
         self._freeze_for("none")
+        if self.parallel is not None:
+            self.parallel.check_identical(self.supernet.arch_parameters(), "theta")
+            # running statistics (BatchNorm) see only each rank's rows: rank 0's are kept,
+            # as DistributedDataParallel's broadcast_buffers does
+            self.parallel.broadcast([b for b in self.supernet.buffers()
+                                     if b.is_floating_point()])
+
+    def _stream(self, source: BatchSource, batches: range) -> Iterator[tuple[Any, Any, float]]:
+        """The batches this process trains on, each with its loss weight: whole batches
+        through the loader (prefetched or resident), or this rank's share of each."""
+        if self.parallel is None:
+            for inputs, targets in self.loader.stream(source, batches):
+                yield inputs, targets, 1.0
+        else:
+            for index in batches:
+                yield self._share(source, index)
+
+    def _share(self, source: BatchSource, index: int) -> tuple[Any, Any, float]:
+        """This rank's share of a batch (the supernet told which rows those are)."""
+        assert self.parallel is not None
+        rows = source.batch_rows(index)
+        share = self.parallel.rows(len(rows))
+        self.supernet.slice_batch(len(rows), share)
+        inputs, targets = to_device(source.table.gather(rows[share]), self.device)
+        return inputs, targets, self.parallel.loss_weight(share.stop - share.start, len(rows))
 
     def _report(self, monitor: StepMonitor, kind: str, tau: float,
                 optimizer: OptimizerSet) -> None:
@@ -207,7 +263,7 @@ class SearchManager:
         """Train (resuming from the last checkpoint if there is one) and return the
         architectures sampled, in the order they were first drawn."""
         if self.checkpoint_path.exists():
-            self._restore(checkpoint.load(self.checkpoint_path))
+            self._restore(self._load())
             print(f"resuming search from chunk {self.next_chunk + 1}/{len(self.plan)} "
                   f"({self.checkpoint_path})", file=sys.stderr, flush=True)
         for chunk in self.plan[self.next_chunk:]:
@@ -217,7 +273,7 @@ class SearchManager:
                 self._sample(chunk)
             self.seconds += time.perf_counter() - started
             self.next_chunk = chunk.index + 1
-            checkpoint.save(self._state(), self.checkpoint_path)
+            self._save()
             self.logger.heatmaps(self.step, self.supernet.heatmaps())
             if on_chunk_end is not None:
                 on_chunk_end(chunk)

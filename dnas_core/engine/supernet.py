@@ -30,6 +30,10 @@ class SamplingState:
     mode: SamplingMode = "expected"
     temperature: float = 1.0
     generator: torch.Generator | None = None
+    #: a distributed rank's rows of the global batch: soft sampling draws the noise of the
+    #: whole global batch (the generator stays in step on every rank) and keeps these rows
+    global_batch: int | None = None
+    rows: slice | None = None
 
 
 class Decision(nn.Module):
@@ -99,7 +103,10 @@ class Decision(nn.Module):
         weights the forward pass used.
         """
         state = self._state
-        if state.mode == "soft":
+        if state.mode == "soft" and state.rows is not None and state.global_batch:
+            weights = soft_sample(self.logits(), state.global_batch, state.temperature,
+                                  state.generator)[state.rows]
+        elif state.mode == "soft":
             weights = soft_sample(self.logits(), batch_size, state.temperature,
                                   state.generator)
         elif state.mode == "expected":
@@ -164,6 +171,11 @@ class SuperNet(nn.Module):
         """Per-example Gumbel-softmax sampling at ``temperature`` (training)."""
         self._sampling = SamplingState("soft", temperature, generator)
         self._apply_state()
+
+    def slice_batch(self, global_batch: int, rows: slice) -> None:
+        """The next forward sees only ``rows`` of a global batch (one rank's share): its
+        Gumbel noise is those rows of the global batch's, as a single process draws it."""
+        self._sampling.global_batch, self._sampling.rows = global_batch, rows
 
     def sample_expected(self) -> None:
         """Use softmax(theta) itself as the mixing weights (noise-free evaluation)."""

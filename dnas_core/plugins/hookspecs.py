@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from dnas_core.engine.architecture import Architecture
     from dnas_core.engine.cost import CostModel
     from dnas_core.engine.data import DataBundle
+    from dnas_core.engine.distributed import DistEnv, ShardedPart
     from dnas_core.engine.supernet import SuperNet
     from dnas_core.engine.tasks import Task
     from dnas_core.plugins.domain import Domain
@@ -76,6 +77,16 @@ def dnas_example_inputs(domain: str, settings: Any, data_info: dict[str, Any],
     """A valid input batch of ``batch_size`` rows for the domain's sampled modules, as
     they receive it (a tensor, or a tuple of tensors whose first dimension is the batch):
     ``dnas export`` traces the model with it and keeps it in the exported program."""
+
+
+@hookspec(firstresult=True)
+def dnas_shard_supernet(domain: str, settings: Any, supernet: SuperNet, env: DistEnv,
+                        device: Any, optimizer: Any) -> ShardedPart | None:
+    """Split some of the supernet's weights across the ranks of a distributed search
+    (``env.world_size > 1``, the process group already joined), in place: those weights
+    leave the supernet's parameters and state and are trained by the returned part's own
+    optimizer, configured from ``optimizer`` (the search's weights optimizer settings).
+    Without an answer the run is plain data parallel: every weight replicated."""
 
 
 @hookspec

@@ -105,6 +105,22 @@ def resolve_devices(devices: Sequence[str] | str) -> list[str]:
     return out
 
 
+def group_devices(devices: Sequence[str], per_trial: int) -> list[str]:
+    """Slots of ``per_trial`` GPUs each for distributed trials (``["0", "1", "2", "3"]``,
+    2 -> ``["0,1", "2,3"]``; GPUs left over are not used). The CPU stays one device: its
+    trial starts ``per_trial`` processes there."""
+    if per_trial < 1:
+        raise ValueError(f"devices per trial must be >= 1, got {per_trial}")
+    gpus = [d for d in devices if d != CPU]
+    if per_trial == 1 or not gpus:
+        return list(devices)
+    if len(gpus) < per_trial:
+        raise ValueError(f"{per_trial} GPUs per trial, but only {len(gpus)} given "
+                         f"({', '.join(gpus)})")
+    return [",".join(gpus[i:i + per_trial])
+            for i in range(0, len(gpus) - per_trial + 1, per_trial)]
+
+
 def check_available(devices: Sequence[str]) -> None:
     """Refuse a GPU index this machine does not show (a typo such as ``--devices 7`` on a
     four-GPU machine would otherwise fail every trial). UUIDs are left to CUDA."""

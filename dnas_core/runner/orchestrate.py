@@ -51,6 +51,8 @@ class PoolSettings:
     timeout: float | None = None
     max_oom_retries: int = 2
     liveness: Liveness = Liveness()
+    #: ranks per supernet trial: >1 launches it with torchrun on that many devices
+    nproc_per_trial: int = 1
 
 
 class Coordinator:
@@ -73,6 +75,10 @@ class Coordinator:
     def _job(self, name: str, trial: FrozenTrial) -> Job:
         argv = [sys.executable, "-m", "dnas_core.runner.worker", "--storage", self.studies.url,
                 "--study", name, "--trial", str(trial.number), "--run-dir", str(self.run_dir)]
+        ranks = self.pool_settings.nproc_per_trial
+        if ranks > 1 and name == SUPERNETS:  # a distributed search; see engine.distributed
+            argv = [sys.executable, "-m", "dnas_core.runner.ranks", "--standalone",
+                    "--nproc_per_node", str(ranks), *argv[1:]]  # torchrun + exit codes
         directory = trial_dir(self.run_dir, trial)
         directory.mkdir(parents=True, exist_ok=True)
         return Job(f"{name}/{trial.number}", argv, directory / "log.txt",
@@ -233,7 +239,8 @@ class Coordinator:
     def run(self) -> None:
         """Run trials until the whole experiment is finished, by this worker or others."""
         pool = TrialPool(self.pool_settings.devices, self.pool_settings.jobs_per_device,
-                         max_oom_retries=self.pool_settings.max_oom_retries)
+                         max_oom_retries=self.pool_settings.max_oom_retries,
+                         devices_per_trial=self.pool_settings.nproc_per_trial)
         self.monitor.slots = pool.slots
         while True:
             self.recover()

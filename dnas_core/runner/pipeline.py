@@ -29,6 +29,7 @@ from dnas_core.engine.baseline import (
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CombinedCost, CostModel, priced
 from dnas_core.engine.data import BatchSource, DataBundle
+from dnas_core.engine.distributed import DataParallel, DistEnv, init_process_group
 from dnas_core.engine.memory import check_fits, estimate, on_meta
 from dnas_core.engine.optim import scale_lrs
 from dnas_core.engine.progress import Reporter
@@ -152,7 +153,7 @@ def _make_supernet(registry: Registry, spec: RunSpec, built: Built
     return supernet, cost_models(registry, spec, built.data.info, supernet)
 
 
-def check_memory(registry: Registry, spec: RunSpec, built: Built) -> None:
+def check_memory(registry: Registry, spec: RunSpec, built: Built, ranks: int = 1) -> None:
     """Log what the search will need against what its device has, and refuse
     (:class:`DoesNotFit`) a supernet the device cannot hold, before allocating any of it."""
     try:
@@ -166,8 +167,8 @@ def check_memory(registry: Registry, spec: RunSpec, built: Built) -> None:
                                budget.steps_per_epoch, budget.min_batch_size,
                                budget.max_batch_size)
     needed = estimate(supernet, settings.weights_optimizer, settings.arch_optimizer, batch)
-    print(check_fits(needed, spec.device(), f"the {spec.space} supernet at batch {batch}"),
-          file=sys.stderr, flush=True)
+    print(check_fits(needed, spec.device(), f"the {spec.space} supernet at batch {batch}",
+                     ranks), file=sys.stderr, flush=True)
 
 
 def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
@@ -178,14 +179,35 @@ def make_sampled(registry: Registry, spec: RunSpec, arch: Architecture,
         data_info=built.data.info), "dnas_make_sampled", spec)
 
 
+def _parallel(registry: Registry, spec: RunSpec, supernet: SuperNet, env: DistEnv,
+              device: torch.device) -> DataParallel | None:
+    """One rank of a distributed search (under torchrun): the domain's sharding, if it
+    has one, with its plan in the trial log; None for a single process."""
+    if not env.active:
+        return None
+    sharded = registry.hook.dnas_shard_supernet(
+        domain=spec.domain.name, settings=spec.domain_settings, supernet=supernet, env=env,
+        device=device, optimizer=spec.settings.search.weights_optimizer)
+    if env.writer:
+        print(f"distributed search: {env.world_size} ranks; " + (
+            f"sharding plan:\n{sharded.plan}" if sharded is not None
+            else "no sharding hook: every weight replicated (data parallel)"),
+            file=sys.stderr, flush=True)
+    return DataParallel(env, sharded)
+
+
 def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
                reporter: Reporter | None = None) -> SearchOutcome:
     """Train the supernet (resuming if a checkpoint exists) and save its architectures,
-    with the baselines every report compares them to."""
-    check_memory(registry, spec, built)
+    with the baselines every report compares them to. Under torchrun every rank runs
+    this; rank 0 alone writes."""
+    env = DistEnv.from_environ()
+    device = env.device(spec.device())
+    init_process_group(env, device)
+    check_memory(registry, spec, built, env.world_size)
     supernet, models = _make_supernet(registry, spec, built)
     reference, random_pool = baselines(spec, supernet, models)
-    logger = RunLogger(run_dir / "tensorboard" / "search")
+    logger = RunLogger(run_dir / "tensorboard" / "search" if env.writer else None)
     divergence = spec.settings.train.divergence
     try:
         for attempt in range(divergence.retries + 1):
@@ -195,8 +217,10 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
             manager = SearchManager(supernet, built.data, built.task, ranking_cost(spec, models),
                                     models, settings, domain=spec.domain.name,
                                     space=spec.space, seed=spec.settings.seed,
-                                    device=spec.device(), run_dir=run_dir, logger=logger,
-                                    reporter=reporter, loader=spec.settings.loader)
+                                    device=device, run_dir=run_dir, logger=logger,
+                                    reporter=reporter if env.writer else None,
+                                    loader=spec.settings.loader,
+                                    parallel=_parallel(registry, spec, supernet, env, device))
             try:
                 architectures = manager.run()
                 break
@@ -213,9 +237,9 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     finally:
         logger.close()
     seconds = manager.seconds
-    for arch in architectures:
+    for arch in architectures if env.writer else ():
         arch.save(run_dir / "architectures")
-    for name, (matrix, rows, cols) in supernet.heatmaps().items():
+    for name, (matrix, rows, cols) in supernet.heatmaps().items() if env.writer else ():
         save_heatmap(run_dir / "heatmaps" / f"{name}.png", matrix, rows, cols,
                      f"{spec.space}: softmax(theta) of {name}")
     units = {n: m.unit for n, m in models.items()}
@@ -227,9 +251,10 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     constant = {split: metrics for split in ("val", "test")
                 if (metrics := constant_metrics(
                     built.task, built.data, split, spec.settings.seed,
-                    row_losses=run_dir / ROW_LOSSES if split == "test" else None,
+                    row_losses=run_dir / ROW_LOSSES if split == "test" and env.writer
+                    else None,
                     train_targets=targets)) is not None}
-    return SearchOutcome(architectures, evaluate(supernet, val, built.task, spec.device()), units,
+    return SearchOutcome(architectures, evaluate(supernet, val, built.task, device), units,
                          search_seconds=round(seconds, 3), entropies=supernet.entropies(),
                          reference=reference, random_pool=random_pool,
                          constant=constant or None)

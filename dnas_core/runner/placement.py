@@ -6,7 +6,8 @@ Environment given to each trial (on top of the parent's environment and ``job.en
   variable; ``job.env`` cannot override it). ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` unless set,
   so GPU ids mean what ``nvidia-smi`` shows.
 * ``DNAS_DEVICE``: the torch device to use in the trial: ``"cuda:0"`` (the only GPU it
-  sees) or ``"cpu"``. ``DNAS_GPU_ID``: the physical GPU id (``""`` on CPU).
+  sees) or ``"cpu"``; ``"cuda"`` for a trial given a group of GPUs (``--nproc-per-trial``),
+  whose rank r takes ``cuda:r``. ``DNAS_GPU_ID``: the physical GPU id(s) (``""`` on CPU).
 * ``DNAS_TRIAL_KEY``, ``DNAS_ATTEMPT`` (1, 2, ...), ``DNAS_POOL_PID`` (see
   :func:`watch_parent`).
 * On CPU slots ``OMP_NUM_THREADS`` = CPU cores // CPU slots unless set, so parallel CPU
@@ -68,7 +69,8 @@ def trial_env(job: Job, device: str, attempt: int, cpu_threads: int,
     else:
         env["CUDA_VISIBLE_DEVICES"] = device
         env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-        env[ENV_DEVICE] = "cuda:0"
+        # a group of GPUs ("0,1") is one distributed trial: rank r takes cuda:r
+        env[ENV_DEVICE] = "cuda" if "," in device else "cuda:0"
         env[ENV_GPU_ID] = device
     env[ENV_TRIAL_KEY] = job.key
     env[ENV_ATTEMPT] = str(attempt)

@@ -99,14 +99,15 @@ class TrialPool:
                  jobs_per_device: int = 1, max_oom_retries: int = 2,
                  on_oom: Callable[[Job, int], Job] | None = None,
                  poll_interval: float = 0.2, kill_grace: float = 5.0,
-                 free_memory: FreeMemoryFn | None = None) -> None:
+                 free_memory: FreeMemoryFn | None = None, devices_per_trial: int = 1) -> None:
         if jobs_per_device < 1:
             raise ValueError(f"jobs_per_device must be >= 1, got {jobs_per_device}")
         if max_oom_retries < 0:
             raise ValueError(f"max_oom_retries must be >= 0, got {max_oom_retries}")
         if poll_interval <= 0 or kill_grace < 0:
             raise ValueError("poll_interval must be > 0 and kill_grace >= 0")
-        self.devices: list[str] = _devices.resolve_devices(devices)
+        self.devices: list[str] = _devices.group_devices(_devices.resolve_devices(devices),
+                                                         devices_per_trial)
         self.jobs_per_device = jobs_per_device
         self.max_oom_retries = max_oom_retries
         self.on_oom = on_oom
@@ -118,7 +119,8 @@ class TrialPool:
         self._active: set[str] = set()  # keys queued or running
         self._in_run = False
         cpu_slots = jobs_per_device * self.devices.count(_devices.CPU)
-        self._cpu_threads = max(1, (os.cpu_count() or 1) // max(1, cpu_slots))
+        self._cpu_threads = max(1, (os.cpu_count() or 1)
+                                // max(1, cpu_slots * devices_per_trial))
 
     # ----------------------------------------------------------------- public API
 

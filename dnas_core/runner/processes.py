@@ -140,8 +140,23 @@ def watch_parent(interval: float = 1.0) -> threading.Thread | None:
     except (KeyError, ValueError):
         return None
 
+    # a rank of a distributed trial is the child of torchrun, itself the pool's child:
+    # it watches that the pool lives on
+    ranked = "TORCHELASTIC_RUN_ID" in os.environ
+
+    def pool_alive() -> bool:
+        if not ranked:
+            return os.getppid() == parent
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def loop() -> None:
-        while os.getppid() == parent:
+        while pool_alive():
             time.sleep(interval)
         with contextlib.suppress(OSError):
             os.killpg(os.getpgrp(), signal.SIGKILL)

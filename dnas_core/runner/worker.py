@@ -23,6 +23,7 @@ import torch
 
 from dnas_core.config.runspec import resolve
 from dnas_core.engine.architecture import Architecture
+from dnas_core.engine.distributed import DistEnv
 from dnas_core.engine.memory import DoesNotFit
 from dnas_core.engine.paths import ARCH_ID, PARAMS_KEY, checked, inside
 from dnas_core.engine.search import NonFiniteLoss
@@ -95,7 +96,10 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
                    config=Path(experiment.config) if experiment.config else None,
                    preset=experiment.preset, values=values, data_path=experiment.data_path)
     directory = trial_dir(run_dir, frozen)
-    prepare_run_dir(spec, directory)
+    if DistEnv.from_environ().writer:  # the other ranks of a distributed trial only read
+        prepare_run_dir(spec, directory)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
     progress = ProgressWriter(directory)
     progress.phase("data")
     built = build_data(registry, spec)
@@ -144,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         studies = Studies(args.storage)
         frozen = studies.studies[args.study].get_trials(deepcopy=False)[args.trial]
         result = run_trial(studies, args.study, frozen, args.run_dir)
-        write_result(result_path(args.run_dir, frozen), result)
+        if DistEnv.from_environ().writer:  # under torchrun, rank 0 reports for all ranks
+            write_result(result_path(args.run_dir, frozen), result)
     except NonFiniteLoss as exc:
         print(f"non-finite loss: {exc}", file=sys.stderr)
         return EXIT_NONFINITE

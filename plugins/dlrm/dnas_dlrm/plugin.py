@@ -128,6 +128,23 @@ def dnas_example_inputs(domain: str, settings: DlrmSettings, data_info: dict[str
 
 
 @hookimpl
+def dnas_shard_supernet(domain: str, settings: DlrmSettings, supernet: Any, env: Any,
+                        device: Any, optimizer: Any) -> Any:
+    """The embedding tables sharded with TorchRec (``pip install dnas-dlrm[distributed]``)."""
+    if domain != NAME:
+        return None
+    try:
+        import torchrec  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(f"a distributed DLRM search shards its tables with TorchRec, "
+                           f"which is not installed ({exc}); install dnas-dlrm[distributed]"
+                           ) from None
+    from dnas_dlrm.distributed import shard_supernet
+
+    return shard_supernet(supernet, env, device, optimizer)
+
+
+@hookimpl
 def dnas_register_commands(cli: click.Group) -> None:
     from dnas_dlrm.data.cli import prepare_command
 
