@@ -83,7 +83,7 @@ def main() -> None:
         spec = resolve(registry, "dlrm", values={**SETTINGS, "domain.search": [args.space]})
     built = pipeline.build_data(registry, spec)
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    outcome = pipeline.run_search(registry, spec, args.run_dir, built, progress=False)
+    outcome = pipeline.run_search(registry, spec, args.run_dir, built)
     supernet = managers[-1].supernet
     result = {"theta": {n: d.theta.detach().tolist() for n, d in supernet.decisions().items()},
               "architectures": [a.choices for a in outcome.architectures],
