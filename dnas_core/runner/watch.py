@@ -30,6 +30,12 @@ SNAPSHOT_SECONDS = 0.5
 COUNTS_SECONDS = 2.0
 
 
+def short_id(arch_id: str) -> str:
+    """An architecture id as a line shows it: its space and the first hex digits."""
+    space, _, digest = arch_id.rpartition("-")
+    return f"{space}-{digest[:6]}" if space else arch_id[:8]
+
+
 @dataclass(frozen=True)
 class Event:
     kind: EventKind
@@ -79,7 +85,8 @@ def title(trial: FrozenTrial, params: dict[str, Any]) -> str:
     """A trial as a person reads it: its stage and what sets it apart."""
     attrs = trial.user_attrs
     if attrs.get("kind") == "arch":
-        text = f"architecture {str(attrs.get('arch_id', '?'))[:8]} ({attrs.get('role', 'search')})"
+        arch = short_id(str(attrs.get("arch_id", "?")))
+        text = f"architecture {arch} ({attrs.get('role', 'search')})"
     else:
         text = "supernet"
     shown = " ".join(f"{k}={v}" for k, v in sorted(params.items()))
@@ -221,7 +228,8 @@ class Monitor:
         if rows:
             best = min(rows, key=lambda r: r[r["primary_metric"]])
             self._best = (f"{metric_text(best['primary_metric'], best[best['primary_metric']])}"
-                          f" (architecture {best['arch_id'][:8]}, {best.get('role', 'search')})")
+                          f" (architecture {short_id(best['arch_id'])}, "
+                          f"{best.get('role', 'search')})")
         supernets = self._counts[SUPERNETS]
         finished = supernets.done
         per_supernet = (self._counts[ARCHITECTURES].total / finished) if finished else None

@@ -21,9 +21,9 @@ def test_a_pipe_gets_one_line_per_event_and_status_lines(tmp_path):
     assert re.fullmatch(r"\[\d+:\d\d\] trial supernets/0 finished: supernet: supernet "
                         r"val logloss 0\.\d{4} in \d+\.\d s", events[1])
     assert re.fullmatch(r"\[\d+:\d\d\] trial architectures/0 started: architecture "
-                        r"toy-\w{4} \(search\)", events[2])
+                        r"toy-[0-9a-f]{6} \(search\)", events[2])
     finished = re.fullmatch(r"\[\d+:\d\d\] trial architectures/0 finished: architecture "
-                            r"toy-\w{4} \(search\): val logloss "
+                            r"toy-[0-9a-f]{6} \(search\): val logloss "
                             r"(0\.\d{4}) in \d+\.\d s", events[3])
     assert finished and len(events) == 4
     assert float(finished.group(1)) == round(summary["val_logloss"], 4)

@@ -216,3 +216,10 @@ def test_dnas_train_draws_a_bar_only_on_a_terminal():
 
     with step_bar() as reporter:  # pytest's captured stderr is no terminal
         assert reporter is None
+
+
+def test_an_architecture_id_keeps_its_space_and_six_hex_digits():
+    from dnas_core.runner.watch import short_id
+
+    assert short_id("emb_dim-5f2c907bba") == "emb_dim-5f2c90"  # was cut to "emb_dim-"
+    assert short_id("toy-3ee8a1b2c3") == "toy-3ee8a1" and short_id("given") == "given"
