@@ -27,6 +27,7 @@ pytest.importorskip("torchrec", reason="TorchRec is not installed: "
                                        "pip install dnas-dlrm[distributed] (see .ci/run)")
 
 DRIVER = Path(__file__).parents[1] / "distributed_search.py"
+NATIVE_ABORT = "terminate called without an active exception"
 TOLERANCE = 1e-5  # on theta: the ranks' summation order differs from a single process's
 
 
@@ -39,6 +40,12 @@ def _run(args: list[str], distributed: bool, check: bool = True
                  "--nproc_per_node", "2"] if distributed else [sys.executable])
     done = subprocess.run([*launcher, str(DRIVER), *args], env=env, capture_output=True,
                           text=True, timeout=240)
+    if distributed and done.returncode != 0 and NATIVE_ABORT in done.stderr:
+        # a rank aborted in native code during start-up (seen once in five CI runs, not
+        # reproduced alone); one relaunch, which resumes from any checkpoint it left
+        print(f"relaunching after a native abort:\n{done.stderr[-2000:]}", file=sys.stderr)
+        done = subprocess.run([*launcher, str(DRIVER), *args], env=env, capture_output=True,
+                              text=True, timeout=240)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return done
