@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from dnas_core.engine.cost import CostLoss, CostModel
+from dnas_core.engine.memory import on_meta
 from dnas_core.engine.optim import clip_grad_norm
 from dnas_dlrm.models import build_sampled, build_supernet, cost_models, default_cost
 from dnas_dlrm.models.backbone import FusedEmbedding, init_embedding_rows, module_flops
@@ -219,14 +220,16 @@ def peak_of(job: str, args) -> dict:
     settings = settings_for(space, None if kaggle else args.max_rows, size,
                             "recompute" in flags)
     base = high_water_kib()
-    supernet, plain = models_for(space, settings, cards)
-    rows = list(supernet.rows)
     optimizer = adagrad_adam if kaggle else None
-    if which == "supernet":
-        del plain
+    torch.manual_seed(0)
+    if which == "supernet":  # only the measured model is ever allocated
+        supernet = build_supernet(settings, cards, N_DENSE)
+        rows = list(supernet.rows)
         trainer = supernet_trainer(supernet, settings, args.batch, rows, optimizer)
     else:
-        del supernet
+        shapes = on_meta(lambda: build_supernet(settings, cards, N_DENSE))
+        rows = list(shapes.rows)
+        plain = build_sampled(settings, largest_spec(shapes, settings), cards, N_DENSE)
         trainer = Trainer(plain, list(plain.parameters()), args.batch, rows,
                           optimizer=optimizer(plain) if optimizer else None)
     for _ in range(3):
