@@ -5,8 +5,9 @@ For each data size and seed, on the same train / validation / test rows:
 
 - the constant predictor and logistic regression on one-hot features (scikit-learn),
 - for each preset, one ``dnas search --plugin dlrm --preset P`` run with default settings
-  (its report holds the hand-sized reference DLRM, random search at equal compute and the
-  search's best architecture).
+  (its report holds the hand-sized reference DLRM, random search at equal compute, with
+  ``--baseline random,tpe`` also Optuna's TPE at equal compute, and the search's best
+  architecture).
 
 Prints one table per data size: test log loss and AUC (mean +- standard deviation over
 seeds), parameters, and whether the search beat each baseline by more than the noise.
@@ -64,10 +65,10 @@ def logistic_regression(rows: int, seed: int) -> dict[str, float]:
             "params": int(best[1].coef_.size + 1)}
 
 
-def search(preset: str, rows: int, seed: int, out: Path) -> dict:
+def search(preset: str, rows: int, seed: int, out: Path, baseline: str = "random") -> dict:
     """One default search; returns its summary (the baseline table included)."""
     argv = [sys.executable, "-m", "dnas_cli.main", "search", "--plugin", "dlrm",
-            "--preset", preset, "--out", str(out),
+            "--preset", preset, "--out", str(out), "--baseline", baseline,
             "--set", "domain.data.synthetic=realistic",
             "--set", f"domain.data.synthetic_rows={rows}", "--set", f"seed={seed}"]
     started = time.perf_counter()
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--presets", default="emb_dim,emb_card,mlp,joint")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--baseline", default="random", choices=["random", "tpe", "random,tpe"],
+                        help="black-box baselines of each search (dnas search --baseline)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             lr = logistic_regression(rows, seed)
             _add(table, "logistic regression", lr["logloss"], lr["auc"], lr["params"])
             for preset in args.presets.split(","):
-                summary = search(preset, rows, seed, work / f"{rows}-{seed}-{preset}")
+                summary = search(preset, rows, seed, work / f"{rows}-{seed}-{preset}",
+                                 args.baseline)
                 for found in summary["baselines"].values():
                     for model in found["models"]:
                         name = model["model"]

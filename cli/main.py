@@ -113,9 +113,12 @@ def _pool(devices: str, jobs_per_device: int, timeout: float | None,
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set search.temperature_decay=0.2.")
 @click.option("--data", "data_path", help="Prepared data directory (sets domain.data.path).")
-@click.option("--baseline", type=click.Choice(["random", "none"]), default=None,
+@click.option("--baseline", type=click.Choice(["random", "tpe", "random,tpe", "none"]),
+              default=None,
               help="Baselines trained next to the search: 'random' (default) trains the "
-                   "space's reference model and random architectures at equal compute.")
+                   "space's reference model and random architectures at equal compute; "
+                   "'tpe' the reference model and Optuna's TPE over the same space at the "
+                   "same compute; 'random,tpe' both.")
 @click.option("--no-baseline", is_flag=True, help="Same as --baseline none.")
 @pool_options
 @watch_options
@@ -140,8 +143,8 @@ def search(plugin: str | None, config: Path | None, preset: str | None,
         plan = plan_experiment(registry(), plugin=plugin, config=config, preset=preset,
                                experiment=experiment, overrides=overrides,
                                data_path=data_path)
-        if no_baseline and baseline == "random":
-            raise ConfigError("--no-baseline contradicts --baseline random")
+        if no_baseline and baseline not in (None, "none"):
+            raise ConfigError(f"--no-baseline contradicts --baseline {baseline}")
         if no_baseline or baseline:
             plan.baseline = "none" if no_baseline else baseline  # type: ignore[assignment]
         run_dir = out or Path("runs") / f"{plan.plugin}-{time.strftime('%Y%m%d-%H%M%S')}"

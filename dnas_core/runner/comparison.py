@@ -3,7 +3,8 @@
 Per search space, on the same validation and test rows: the constant predictor, the
 space's reference (hand-sized) model, random search (architectures drawn uniformly from the
 same space, as many as the search trained plus as many as the supernet's training time
-would have bought), and the search's best architecture, each selected by validation loss.
+would have bought), Optuna's TPE over the same space at the same budget (where asked for),
+and the search's best architecture, each selected by validation loss.
 A difference counts as beyond the noise when it exceeds twice its standard error. The models
 are scored on the same test rows, so the error is the paired one: the standard deviation of
 the per-row loss differences over the square root of the test rows (from the per-row losses
@@ -74,7 +75,7 @@ def compare_space(rows: Sequence[dict[str, Any]], supernets: Sequence[dict[str, 
                   metric: str, run_dir: Path) -> tuple[list[Entry], list[Verdict]]:
     """The comparison of one search space: ``rows`` are its trained architectures (status
     ok, any role), ``supernets`` the stored info of its supernet trials."""
-    by_role: dict[str, list[dict[str, Any]]] = {"search": [], "reference": [], "random": []}
+    by_role: dict[str, list[dict[str, Any]]] = {"search": [], "reference": []}
     for row in rows:
         by_role.setdefault(row.get("role", "search"), []).append(row)
     entries: list[Entry] = []
@@ -90,11 +91,12 @@ def compare_space(rows: Sequence[dict[str, Any]], supernets: Sequence[dict[str, 
     if reference:
         entries.append(_entry("reference model", reference, metric,
                               sum(r.get("train_seconds", 0) for r in by_role["reference"])))
-    random_best = _best(by_role["random"], metric)
-    if random_best:
-        entries.append(_entry("random search (best)", random_best, metric,
-                              sum(r.get("train_seconds", 0) for r in by_role["random"]),
-                              len(by_role["random"])))
+    for role, name in BASELINE_NAMES.items():
+        top = _best(by_role.get(role, []), metric)
+        if top:
+            entries.append(_entry(f"{name} (best)", top, metric,
+                                  sum(r.get("train_seconds", 0) for r in by_role[role]),
+                                  len(by_role[role])))
     searched = _best(by_role["search"], metric)
     verdicts: list[Verdict] = []
     if searched:
@@ -141,19 +143,29 @@ def random_mean(rows: Sequence[dict[str, Any]], metric: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def budget_note(info: dict[str, Any]) -> str:
-    """How many random architectures the baseline trained, and why that many."""
+#: the report's name of each black-box baseline, by the role of its rows
+BASELINE_NAMES = {"random": "random search", "tpe": "TPE"}
+
+
+def budget_note(kind: str, info: dict[str, Any]) -> str:
+    """How many architectures a black-box baseline trained, and why that many."""
     extra = info.get("extra")
-    text = (f"Random search at equal compute: {info['n_search']} architectures, as many as "
-            f"the search trained")
+    name = BASELINE_NAMES[kind]
+    text = (f"{name[0].upper()}{name[1:]} at equal compute: {info['n_search']} "
+            f"architectures, as many as the search trained")
     if extra is None:
         return text + "; the rest was still to come."
     per_arch = info.get("seconds_per_arch") or 0.0
     text += (f", plus {extra} that the supernet's {info['search_seconds']:.0f} s of training "
-             f"would have bought at {per_arch:.1f} s per random architecture")
+             f"would have bought at {per_arch:.1f} s per {name} architecture")
     if info.get("extra_wanted", extra) > extra:
-        text += f" ({info['extra_wanted']} wanted; the pool of uniform draws held {extra})"
-    return text + "."
+        text += (f" ({info['extra_wanted']} wanted; at most {info['n_search'] + extra}, the "
+                 f"pool of uniform draws)")
+    text += "."
+    if kind == "tpe":
+        text += (f" TPE (Optuna's multivariate TPESampler) drew its first "
+                 f"{info.get('startup', '?')} at random, then modelled the results so far.")
+    return text
 
 
 def as_json(entries: Sequence[Entry], verdicts: Sequence[Verdict]) -> dict[str, Any]:

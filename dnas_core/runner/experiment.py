@@ -108,10 +108,17 @@ class Experiment:
     trial_timeout: float | None = None
     max_oom_retries: int = 2
     #: ``random``: train the space's reference model and random architectures at the
-    #: search's compute next to the searched ones; ``none``: the searched ones only
-    baseline: Literal["random", "none"] = "random"
+    #: search's compute next to the searched ones; ``tpe``: the reference model and Optuna
+    #: TPE over the same space at the same compute; ``random,tpe``: both; ``none``: the
+    #: searched ones only
+    baseline: Literal["random", "tpe", "random,tpe", "none"] = "random"
 
     data_path: str | None = None
+
+    @property
+    def baselines(self) -> frozenset[str]:
+        """The black-box searches trained as baselines (the reference model comes with any)."""
+        return frozenset() if self.baseline == "none" else frozenset(self.baseline.split(","))
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), sort_keys=True)

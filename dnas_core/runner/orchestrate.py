@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dnas_core.engine.architecture import Architecture
 from dnas_core.engine.paths import UnsafeName
+from dnas_core.runner import tpe
 from dnas_core.runner.comparison import (
     Entry,
     Verdict,
@@ -135,12 +136,13 @@ class Coordinator:
                                            "constant", "test_row_losses", "test_rows")}
                 | {"trial": trial.number})
             self.studies.enqueue_architectures(key, result["architectures"])
-            if self.studies.experiment.baseline == "random":
+            if self.studies.experiment.baselines:
                 self._queue_baselines(key, result)
         else:
             study.set_user_attr(f"row:{trial.number}", result["row"])
             with (self.run_dir / "results.jsonl").open("a") as handle:
                 handle.write(json.dumps(result["row"], sort_keys=True) + "\n")
+            self._tell_tpe(trial, result)
         if result["value"] is None:  # diverged: kept as a row, never as a value to rank
             self.studies.storage.set_trial_user_attr(trial._trial_id, "final", True)
             self.studies.storage.set_trial_user_attr(trial._trial_id, "error", "diverged")
@@ -149,47 +151,76 @@ class Coordinator:
             study.tell(trial.number, result["value"])
 
     def _queue_baselines(self, key: str, result: dict[str, Any]) -> None:
-        """The reference model and as many random architectures as the search sampled;
-        :meth:`_top_up_random` adds those the supernet's training time would buy."""
+        """The reference model and, per black-box baseline, as many architectures as the
+        search sampled; :meth:`_top_up` adds those the supernet's training time would buy.
+        Random search trains a prefix of the supernet's pool of uniform draws; TPE gets
+        as many trials, each asking for its architecture when it starts (:mod:`.tpe`)."""
+        kinds = self.studies.experiment.baselines
         pool = result.get("random_pool") or []
-        n_random = min(len(pool), len(result["architectures"]))
-        first = ([result["reference"]] if result.get("reference") else []) + pool[:n_random]
-        for data in first:
-            Architecture.from_dict(data).save(self.run_dir / "architectures")
-        self.studies.studies[SUPERNETS].set_user_attr(f"random:{key}", {
-            "pool": pool, "n_search": n_random, "extra": None,
-            "search_seconds": result.get("search_seconds", 0.0)})
-        self.studies.enqueue_architectures(key, first)
-
-    def _top_up_random(self) -> None:
-        """Once a supernet's first architectures are all trained, queue the random ones its
-        training time would have bought: search seconds / mean seconds of one random
-        architecture (over its training grid)."""
+        n_first = min(len(pool), len(result["architectures"]))
+        budget = {"n_search": n_first, "extra": None, "cap": len(pool),
+                  "search_seconds": result.get("search_seconds", 0.0)}
         supernets = self.studies.studies[SUPERNETS]
-        pending = {k.removeprefix("random:"): v for k, v in supernets.user_attrs.items()
-                   if k.startswith("random:") and v["extra"] is None}
+        first = [result["reference"]] if result.get("reference") else []
+        if "random" in kinds:
+            first += pool[:n_first]
+            supernets.set_user_attr(f"random:{key}", {**budget, "pool": pool})
+        if tpe.ROLE in kinds:
+            first += tpe.slots(result["space"], key, range(n_first))
+            supernets.set_user_attr(tpe.info_key(key), {
+                **budget, "space": result["space"], "startup": tpe.startup_trials(n_first),
+                "choice_options": result["choice_options"]})
+        self._enqueue(key, first)
+
+    def _enqueue(self, key: str, architectures: list[dict[str, Any]]) -> None:
+        for data in architectures:
+            if "spec" in data:  # a TPE trial's architecture is saved once it has asked
+                Architecture.from_dict(data).save(self.run_dir / "architectures")
+        self.studies.enqueue_architectures(key, architectures)
+
+    def _top_up(self) -> None:
+        """Once a supernet's first architectures are all trained, queue for each baseline
+        the architectures its training time would have bought: search seconds / mean
+        seconds of one of that baseline's architectures (over its training grid), at most
+        the size of the pool of uniform draws."""
+        supernets = self.studies.studies[SUPERNETS]
+        pending = {k: v for k, v in supernets.user_attrs.items()
+                   if k.startswith(("random:", "tpe:")) and v["extra"] is None}
         if not pending:
             return
         trials = self.studies.trials(ARCHITECTURES)
         rows = self.studies.studies[ARCHITECTURES].user_attrs
         grid = max(1, self.studies.experiment.architectures.trial_count())
-        for key, info in pending.items():
+        for attr, info in pending.items():
+            kind, key = attr.split(":", 1)
             mine = [t for t in trials if t.user_attrs.get("supernet") == key]
             if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in mine):
                 continue
             seconds = [rows[f"row:{t.number}"]["train_seconds"] for t in mine
-                       if t.user_attrs.get("role") == "random" and f"row:{t.number}" in rows
+                       if t.user_attrs.get("role") == kind and f"row:{t.number}" in rows
                        and rows[f"row:{t.number}"].get("status") == "ok"]
             per_arch = statistics.fmean(seconds) * grid if seconds else 0.0
             wanted = round(info["search_seconds"] / per_arch) if per_arch > 0 else 0
-            extra = min(wanted, len(info["pool"]) - info["n_search"])
-            chosen = info["pool"][info["n_search"]:info["n_search"] + extra]
-            for data in chosen:
-                Architecture.from_dict(data).save(self.run_dir / "architectures")
-            supernets.set_user_attr(f"random:{key}", {**info, "extra": extra,
-                                                       "extra_wanted": wanted,
-                                                       "seconds_per_arch": per_arch})
-            self.studies.enqueue_architectures(key, chosen)
+            start = info["n_search"]
+            cap = info.get("cap", len(info.get("pool", ())))  # runs from before TPE
+            numbers = range(start, start + min(wanted, cap - start))
+            chosen = [info["pool"][n] for n in numbers] if kind == "random" else \
+                tpe.slots(info["space"], key, numbers)
+            supernets.set_user_attr(attr, {**info, "extra": len(numbers), "extra_wanted": wanted,
+                                           "seconds_per_arch": per_arch})
+            self._enqueue(key, chosen)
+
+    def _tell_tpe(self, trial: FrozenTrial, result: dict[str, Any] | None) -> None:
+        """Tell TPE how the architecture it proposed did (no result: it failed)."""
+        attrs = self.studies.storage.get_trial(trial._trial_id).user_attrs
+        if attrs.get("role") != tpe.ROLE or "tpe_trial" not in attrs:
+            return  # not a TPE trial, or one that failed before it asked
+        arch = None if result is None else Architecture.from_dict(result["architecture"])
+        if arch and not (self.run_dir / "architectures" / f"{arch.arch_id}.json").exists():
+            arch.save(self.run_dir / "architectures")  # a searched one keeps its own record
+        tpe.tell(self.studies.storage, tpe.study_name(attrs["supernet"],
+                                                      self.studies.params(trial)),
+                 attrs["tpe_trial"], None if result is None else result["value"])
 
     def on_done(self, outcome: Outcome) -> None:
         name, trial = self.running.pop(outcome.job.key)
@@ -207,10 +238,12 @@ class Coordinator:
             storage.set_trial_user_attr(trial._trial_id, "error",
                                         f"{outcome.status}: {outcome.message}"[-2000:])
             study.tell(trial.number, state=TrialState.FAIL)
+        if name == ARCHITECTURES and outcome.status != "ok":
+            self._tell_tpe(trial, None)
         self.monitor.trial_ended(outcome.job.key, outcome.status, outcome.seconds, result,
                                  outcome.message)
         if name == ARCHITECTURES:
-            self._top_up_random()
+            self._top_up()
 
     def _refuse(self, name: str, trial: FrozenTrial, exc: UnsafeName) -> None:
         """A trial whose ids in the storage were tampered with fails; nothing runs."""
@@ -244,7 +277,7 @@ class Coordinator:
         self.monitor.slots = pool.slots
         while True:
             self.recover()
-            self._top_up_random()
+            self._top_up()
             pool.run(on_done=self.on_done, source=self.next_job, on_poll=self.on_poll)
             if not self.unfinished():
                 self.monitor.tick(final=True)
@@ -299,15 +332,19 @@ class Coordinator:
         supernets = {k.removeprefix("supernet:"): v for k, v in
                      self.studies.studies[SUPERNETS].user_attrs.items()
                      if k.startswith("supernet:")}
-        budgets = {k.removeprefix("random:"): v for k, v in
-                   self.studies.studies[SUPERNETS].user_attrs.items() if k.startswith("random:")}
+        budgets: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for attr, info in self.studies.studies[SUPERNETS].user_attrs.items():
+            if attr.startswith(("random:", "tpe:")):
+                kind, key = attr.split(":", 1)
+                budgets.setdefault(key, []).append((kind, info))
         comparisons: dict[str, tuple[list[Entry], list[Verdict], list[str]]] = {}
         for space in sorted({r["search_space"] for r in rows}):
             mine = [r for r in ok if r["search_space"] == space]
             keys = {r.get("supernet") for r in mine}
             entries, verdicts = compare_space(
                 mine, [v for k, v in supernets.items() if k in keys], metric, self.run_dir)
-            notes = [budget_note(budgets[k]) for k in sorted(keys) if k in budgets]
+            notes = [budget_note(kind, info) for k in sorted(keys, key=str)
+                     for kind, info in sorted(budgets.get(k, []), key=lambda b: b[0])]
             mean = random_mean(mine, metric)
             if mean is not None:
                 notes.append(f"Mean test {metric} of the random architectures: {mean:.4f}.")

@@ -40,6 +40,7 @@ from dnas_core.engine.tblog import RunLogger, save_heatmap
 from dnas_core.engine.training import count_parameters, evaluate, predict, train_sampled
 from dnas_core.plugins.registry import Registry
 from dnas_core.runner.preflight import make_run_dir
+from dnas_core.runner.tpe import choice_options
 
 
 @dataclass
@@ -103,6 +104,7 @@ class SearchOutcome:
     reference: Architecture | None = None  # the space's hand-sized model
     random_pool: list[Architecture] | None = None  # uniform draws, in the order to train
     constant: dict[str, dict[str, float]] | None = None  # split -> constant predictor
+    choice_options: dict[str, Any] | None = None  # what TPE may propose (runner.tpe)
 
 
 #: each trial's per-row test losses (the constant predictor's in a supernet trial's): the
@@ -137,6 +139,20 @@ def baselines(spec: RunSpec, supernet: SuperNet, models: dict[str, CostModel]
         if len(pool) == wanted:
             break
     return reference, list(pool.values())
+
+
+def architecture_from_choices(registry: Registry, spec: RunSpec, built: Built,
+                              choices: dict[str, Any], source: dict[str, Any]) -> Architecture:
+    """Decode and price choices made outside a supernet (TPE's proposals), from a
+    supernet built on the meta device: no weights are allocated, whatever the tables'
+    size. A domain that cannot build without storage is built for real."""
+    try:
+        supernet = on_meta(lambda: _supernet(registry, spec, built))
+        models = cost_models(registry, spec, built.data.info, supernet)
+        return _architecture(spec, supernet, choices, models, source)
+    except (NotImplementedError, RuntimeError):  # e.g. a cost measured on real tensors
+        supernet, models = _make_supernet(registry, spec, built)
+        return _architecture(spec, supernet, choices, models, source)
 
 
 def _supernet(registry: Registry, spec: RunSpec, built: Built) -> SuperNet:
@@ -257,7 +273,7 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     return SearchOutcome(architectures, evaluate(supernet, val, built.task, device), units,
                          search_seconds=round(seconds, 3), entropies=supernet.entropies(),
                          reference=reference, random_pool=random_pool,
-                         constant=constant or None)
+                         constant=constant or None, choice_options=choice_options(supernet))
 
 
 def _attempts(spec: RunSpec, built: Built, train: Any) -> Any:

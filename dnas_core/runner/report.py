@@ -111,11 +111,15 @@ def comparison_lines(space: str, entries: Sequence[Entry], verdicts: Sequence[Ve
                      f"{e.seconds:.0f}"])
     lines = [f"## Did the search beat the baselines? ({space})", ""]
     lines += _table(header, body) + [""]
-    lost = [v.baseline for v in verdicts if v.beats is False]
+    lost = [v.baseline for v in verdicts if v.margin is not None and v.margin < 0]
+    tied = [v.baseline for v in verdicts if v.margin == 0]  # the very same architecture
     if lost:
         lines += [f"**The search's best architecture is worse on test {metric} than: "
                   f"{', '.join(lost)}.** Assess the space (random search) and the training "
                   f"settings before trusting this search.", ""]
+    elif tied:
+        lines += [f"The search's best architecture ties {', '.join(tied)} (the same test "
+                  f"{metric}) and beats the other baselines.", ""]
     elif verdicts:
         lines += [f"The search's best architecture beats every baseline on test {metric}.",
                   ""]

@@ -28,6 +28,7 @@ from dnas_core.engine.memory import DoesNotFit
 from dnas_core.engine.paths import ARCH_ID, PARAMS_KEY, checked, inside
 from dnas_core.engine.search import NonFiniteLoss
 from dnas_core.plugins.registry import make_registry
+from dnas_core.runner import tpe
 from dnas_core.runner.jobs import EXIT_NONFINITE, EXIT_OOM, EXIT_PRUNED
 from dnas_core.runner.processes import watch_parent
 from dnas_core.runner.progress import ProgressWriter
@@ -81,6 +82,7 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
               run_dir: Path) -> dict[str, Any]:
     # imported here: the pipeline imports plugins' heavy dependencies
     from dnas_core.runner.pipeline import (
+        architecture_from_choices,
         build_data,
         prepare_run_dir,
         run_search,
@@ -112,9 +114,16 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
                 "search_seconds": outcome.search_seconds, "entropies": outcome.entropies,
                 "constant": outcome.constant,
                 "reference": outcome.reference.to_dict() if outcome.reference else None,
-                "random_pool": [a.to_dict() for a in outcome.random_pool or []]}
+                "random_pool": [a.to_dict() for a in outcome.random_pool or []],
+                "choice_options": outcome.choice_options}
 
-    arch = Architecture.from_dict(json.loads(frozen.user_attrs["arch_json"]))
+    asked: dict[str, Any] = {}
+    if frozen.user_attrs.get("role") == tpe.ROLE:
+        asked = tpe.propose(studies, frozen, spec.settings.seed)
+        arch = architecture_from_choices(registry, spec, built, asked.pop("choices"),
+                                         {"role": tpe.ROLE, **asked})
+    else:
+        arch = Architecture.from_dict(json.loads(frozen.user_attrs["arch_json"]))
     trial = optuna.Trial(study, frozen._trial_id)
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -130,10 +139,11 @@ def run_trial(studies: Studies, study_name: str, frozen: optuna.trial.FrozenTria
                     test_architecture(registry, spec, arch, directory, built).items()})
         row.update(_row_losses(directory, run_dir, built))
     row.update({"trial": frozen.number, "supernet": frozen.user_attrs.get("supernet"),
-                "hyperparameters": studies.params(frozen)})
+                "hyperparameters": studies.params(frozen), **asked})
     # a diverged architecture has no value: the study records it as failed, the report
     # lists it under its own heading
-    return {"value": row.get(f"val_{built.task.primary}"), "row": row}
+    return {"value": row.get(f"val_{built.task.primary}"), "row": row,
+            **({"architecture": arch.to_dict()} if asked else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
