@@ -307,6 +307,11 @@ CASES = [
          ["afile/out: cannot create the run directory: Not a directory"], files={"afile": "x"},
          setup=stored_study()),
     Case("worker-bogus-url", ["worker", "bogus://x"], ["storage bogus://x: unknown database"]),
+    Case("baseline-contradiction", toy(more=("--baseline", "tpe", "--no-baseline")),
+         ["--no-baseline contradicts --baseline tpe"]),
+    Case("baseline-unknown", toy(more=("--baseline", "grid")),
+         ["Invalid value for '--baseline': 'grid' is not one of 'random', 'tpe', "
+          "'random,tpe', 'none'"]),
     Case("every-trial-fails", toy("search.cost.terms={latency: 1}", more=("--no-baseline",)),
          ["Error: no searched architecture finished training (1 trials failed, 0 diverged); "
           "first: supernets/0: failed: exit 1: ", "unknown cost 'latency'",
