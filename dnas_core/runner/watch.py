@@ -11,6 +11,7 @@ files and the storage, so it cannot change a result.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -84,7 +85,11 @@ class Watcher(Protocol):
 def title(trial: FrozenTrial, params: dict[str, Any]) -> str:
     """A trial as a person reads it: its stage and what sets it apart."""
     attrs = trial.user_attrs
-    if attrs.get("kind") == "arch":
+    if attrs.get("kind") == "arch" and attrs.get("role") == "tpe":
+        # its architecture is known only once it has asked TPE (see runner.tpe)
+        source = json.loads(attrs.get("arch_json", "{}")).get("source", {})
+        text = f"TPE proposal {source.get('slot', '?')}"
+    elif attrs.get("kind") == "arch":
         arch = short_id(str(attrs.get("arch_id", "?")))
         text = f"architecture {arch} ({attrs.get('role', 'search')})"
     else:
@@ -198,6 +203,9 @@ class Monitor:
             else:
                 self._seconds.setdefault(running.name, []).append(seconds)
                 metric = metric_text(_value_name(result), float(result["value"]))
+            if "architecture" in result:  # what a TPE trial was proposed
+                metric = f"architecture {short_id(result['architecture']['arch_id'])}" + \
+                    (f": {metric}" if metric else "")
         lines = message.strip().splitlines()
         note = f"{status}: {lines[-1]}" if kind == "failed" and lines else status
         self._event(kind, key, running.title, metric, seconds,
