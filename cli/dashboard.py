@@ -60,16 +60,33 @@ class Server:
         raise click.ClickException(f"{self.name} did not answer on {self.url} within "
                                    f"{READY_SECONDS:.0f} s; its log: {self.log}")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+
+    def reap(self, deadline: float) -> None:
+        """Wait for the process to end until ``deadline``, then kill it."""
+        if self.process is not None:
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         if self.log_file is not None:
             self.log_file.close()
+
+
+STOP_SECONDS = 10.0  # a server that has not exited this long after SIGTERM is killed
+
+
+def stop_all(servers: list[Server]) -> None:
+    """SIGTERM every server at once, then wait for them together: stopping one after the
+    other would add their shutdown times."""
+    for server in servers:
+        server.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for server in servers:
+        server.reap(deadline)
 
 
 def _tail(log: Path, lines: int = 8) -> str:
@@ -168,6 +185,5 @@ def dashboard(run_dir: Path, storage: str | None, host: str, optuna_port: int,
     except KeyboardInterrupt:
         click.echo("stopping the dashboards", err=True)
     finally:
-        for server in reversed(servers):
-            server.stop()
+        stop_all(servers)
         signal.signal(signal.SIGTERM, previous)
