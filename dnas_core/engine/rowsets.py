@@ -74,6 +74,9 @@ class RowRanges:
     filter: RowFilter | None = None
     block_rows: int = BLOCK_ROWS
     counts: np.ndarray | None = field(default=None, repr=False)
+    _starts: np.ndarray = field(init=False, repr=False)
+    _stops: np.ndarray = field(init=False, repr=False)
+    _rows: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         ranges = tuple((int(a), int(b)) for a, b in self.ranges)
@@ -131,19 +134,25 @@ class RowRanges:
 
     # ------------------------------------------------------------------ the split's rows
     def __len__(self) -> int:
-        return self._rows  # type: ignore[attr-defined,no-any-return]
+        return self._rows
+
+    @property
+    def piece_counts(self) -> np.ndarray:
+        """Kept rows per piece (int64, in the order of :meth:`pieces`)."""
+        assert self.counts is not None  # set on construction
+        return self.counts
 
     @property
     def num_pieces(self) -> int:
-        return len(self._starts)  # type: ignore[attr-defined]
+        return len(self._starts)
 
     def pieces(self) -> tuple[np.ndarray, np.ndarray]:
         """``(starts, stops)`` of the pieces (each inside one block of ``block_rows``)."""
-        return self._starts, self._stops  # type: ignore[attr-defined]
+        return self._starts, self._stops
 
     def piece_rows(self, index: int) -> np.ndarray:
         """The kept rows of piece ``index``, ascending (int64)."""
-        start, stop = int(self._starts[index]), int(self._stops[index])  # type: ignore
+        start, stop = int(self._starts[index]), int(self._stops[index])
         rows = np.arange(start, stop, dtype=np.int64)
         return rows if self.filter is None else rows[self.filter.keep(rows)]
 
@@ -152,7 +161,7 @@ class RowRanges:
         """The first row a piece starts at and the row after the last piece (0, 0: none)."""
         if not self.num_pieces:
             return 0, 0
-        return int(self._starts[0]), int(self._stops[-1])  # type: ignore[attr-defined]
+        return int(self._starts[0]), int(self._stops[-1])
 
     def union(self, other: RowRanges) -> RowRanges:
         """These rows and ``other``'s, when the result is again ranges and one filter: the
@@ -168,14 +177,14 @@ class RowRanges:
                 low, high = first.low, second.high
                 joined = None if (low, high) == (0.0, 1.0) else \
                     RowFilter(first.key, low, high)
-                counts = a.counts + b.counts  # type: ignore[operator]
+                counts = a.piece_counts + b.piece_counts
                 return RowRanges(a.ranges, joined, a.block_rows, counts)
         if a.filter == b.filter:
             merged = sorted(a.ranges + b.ranges)
             if all(x[1] <= y[0] for x, y in zip(merged, merged[1:])):
-                order = np.argsort(np.concatenate([a._starts, b._starts]),  # type: ignore
+                order = np.argsort(np.concatenate([a._starts, b._starts]),
                                    kind="stable")
-                counts = np.concatenate([a.counts, b.counts])[order]  # type: ignore[list-item]
+                counts = np.concatenate([a.piece_counts, b.piece_counts])[order]
                 return RowRanges(tuple(merged), a.filter, a.block_rows, counts)
         raise ValueError("these two splits cannot be joined as row ranges (different ranges "
                          "and filters)")

@@ -88,7 +88,7 @@ class StreamingSource(BatchSource):
             pieces = np.random.default_rng([self._seed, epoch, 0]).permutation(n)
         else:
             pieces = np.arange(n)
-        counts = self.split.counts[pieces]  # type: ignore[index]
+        counts = self.split.piece_counts[pieces]
         starts = np.arange(0, n, self.window_pieces)
         sizes = np.add.reduceat(counts, starts) if n else np.empty(0, dtype=np.int64)
         self._pieces, self._plan_key = pieces, key
@@ -147,13 +147,15 @@ class StreamingSource(BatchSource):
             segments = self._segments(global_index)
         if any(w.data is None for w, _, _ in segments):
             return self.table.gather(np.concatenate([w.rows[a:z] for w, a, z in segments]))
-        parts = [map_tensors(w.data, lambda t, w=w, a=a, z=z:
-                             t.index_select(0, w.order[a:z].to(t.device)))
-                 for w, a, z in segments]
+        parts = [_select(w.data, w.order[a:z]) for w, a, z in segments]
         if len(parts) == 1:
             return parts[0]
         joined = iter(zip(*(batch_tensors(p) for p in parts), strict=True))
         return map_tensors(parts[0], lambda _: torch.cat(next(joined)))
+
+
+def _select(data: Any, positions: torch.Tensor) -> Any:
+    return map_tensors(data, lambda t: t.index_select(0, positions.to(t.device)))
 
 
 def batch_source(table: Table, split: Split, batch_size: int, seed: int, name: str,
