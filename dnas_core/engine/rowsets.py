@@ -25,7 +25,7 @@ BLOCK_ROWS = 1 << 16
 _MASK = (1 << 64) - 1
 _UNIT = 1.0 / (1 << 53)
 #: rows hashed at a time when counting pieces
-_COUNT_ROWS = 1 << 22
+_COUNT_ROWS = 1 << 20
 
 
 def row_uniform(key: int, rows: np.ndarray) -> np.ndarray:

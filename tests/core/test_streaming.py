@@ -203,3 +203,19 @@ def test_a_search_on_range_splits_reads_each_split_only_in_its_phase(tmp_path, m
 
 def rows_of_split(split: RowRanges) -> np.ndarray:
     return np.concatenate(list(iter_rows(split, len(split))))
+
+
+def test_the_constant_predictor_samples_runs_of_a_large_range_split(monkeypatch):
+    from dnas_core.engine import baseline
+
+    monkeypatch.setattr(baseline, "MAX_TARGET_ROWS", 300)
+    bundle = ranged_bundle()
+    read: list[np.ndarray] = []
+    gather = bundle.table.gather
+    monkeypatch.setattr(bundle.table, "gather", lambda rows: read.append(rows) or gather(rows))
+    targets = baseline.training_targets(bundle, seed=5)
+    assert len(targets) == 300 and sum(len(r) for r in read) == 300  # only those rows read
+    rows = np.concatenate(read)
+    assert (np.diff(rows) > 0).all() and rows.max() < 1600  # training rows, each once
+    again = baseline.training_targets(bundle, seed=5)
+    torch.testing.assert_close(targets, again)

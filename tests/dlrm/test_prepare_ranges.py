@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dnas_core.engine import rowsets
 from dnas_core.engine.rowsets import RowRanges, iter_rows, row_uniform
 from dnas_dlrm.data import CriteoArrays, PrepareError, PrepareOptions, prepare, write_tsv
 from dnas_dlrm.data.cli import prepare_command
@@ -31,9 +32,13 @@ def days(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def ranged(days, tmp_path_factory) -> Path:
+    """Prepared in blocks of 1024 rows (not 65,536), so that every split spans many and the
+    last day starts inside one."""
     out = tmp_path_factory.mktemp("prepared") / "tb"
-    prepare(days, out, PrepareOptions(hash_size=5000, split="day", eval_file=days[-1],
-                                      split_storage="ranges", seed=3))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rowsets, "BLOCK_ROWS", 1024)
+        prepare(days, out, PrepareOptions(hash_size=5000, split="day", eval_file=days[-1],
+                                          split_storage="ranges", seed=3))
     return out
 
 
@@ -51,6 +56,7 @@ def test_day_split_as_ranges_gives_the_documented_parts(ranged):
     assert (ranged / COUNTS_FILE).is_file() and problems(ranged) == []
     splits = table.splits()
     assert all(isinstance(s, RowRanges) for s in splits.values())
+    assert manifest.split["block_rows"] == 1024 and splits["test"].num_pieces == 3
     assert splits["weights"].ranges == splits["arch"].ranges == ((0, n_train),)
     assert splits["val"].ranges == splits["test"].ranges == ((n_train, n),)
     rows = {name: rows_of(split) for name, split in splits.items()}

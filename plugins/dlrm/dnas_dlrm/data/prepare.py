@@ -368,14 +368,30 @@ def _write_range_splits(tmp: Path, rows: int, split_plan: protocols.SplitPlan,
     blocks = -(-rows // BLOCK_ROWS)
     counts = np.zeros((blocks, len(SPLIT_NAMES)), dtype=np.int64)
     sizes = {}
-    for column, name in enumerate(SPLIT_NAMES):
+    made: dict[str, RowRanges] = {}
+    # arch and val first: weights and test complement them (same range and hash, the other
+    # interval), so their counts are the pieces' sizes minus those, with no second pass
+    for name, partner in (("arch", None), ("val", None), ("weights", "arch"), ("test", "val")):
         (start, stop), = parts[name]["ranges"]
         hashed = parts[name]["filter"]
+        known = None
+        if partner is not None and _complements(parts[partner], parts[name]):
+            piece_starts, piece_stops = made[partner].pieces()
+            known = piece_stops - piece_starts - made[partner].piece_counts
         split = RowRanges(((start, stop),), RowFilter(**hashed) if hashed else None,
-                          BLOCK_ROWS)
+                          BLOCK_ROWS, known)
         first = start // BLOCK_ROWS
-        counts[first:first + split.num_pieces, column] = split.piece_counts
+        counts[first:first + split.num_pieces, SPLIT_NAMES.index(name)] = split.piece_counts
         sizes[name] = len(split)
+        made[name] = split
     np.save(tmp / COUNTS_FILE, counts)
-    return sizes, {"storage": "ranges", "block_rows": BLOCK_ROWS, "parts": parts,
-                   "counts": {"file": COUNTS_FILE, "columns": list(SPLIT_NAMES)}}
+    record = {"storage": "ranges", "block_rows": BLOCK_ROWS, "parts": parts,
+              "counts": {"file": COUNTS_FILE, "columns": list(SPLIT_NAMES)}}
+    return {name: sizes[name] for name in SPLIT_NAMES}, record
+
+
+def _complements(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether ``second`` holds exactly the rows of its range that ``first`` leaves out."""
+    a, b = first["filter"], second["filter"]
+    return bool(a and b and first["ranges"] == second["ranges"] and a["key"] == b["key"]
+                and a["low"] == 0.0 and a["high"] == b["low"] and b["high"] == 1.0)
