@@ -386,6 +386,7 @@ def _write_range_splits(tmp: Path, rows: int, split_plan: protocols.SplitPlan,
         made[name] = split
     np.save(tmp / COUNTS_FILE, counts)
     record = {"storage": "ranges", "block_rows": BLOCK_ROWS, "parts": parts,
+              "val_test": "hash halves" if parts["val"]["filter"] else "in row order",
               "counts": {"file": COUNTS_FILE, "columns": list(SPLIT_NAMES)}}
     return {name: sizes[name] for name in SPLIT_NAMES}, record
 
