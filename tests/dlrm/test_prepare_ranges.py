@@ -143,3 +143,11 @@ def test_a_search_runs_on_range_splits_end_to_end(ranged, tmp_path):
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert rows and all(r["status"] == "ok" for r in rows)
     assert all(0 < r["val_logloss"] < 1 for r in rows)
+
+
+def test_a_missing_day_is_named_before_any_work(days, tmp_path):
+    with pytest.raises(PrepareError, match=r"day_2.gz: day 1 is missing between day_0.gz and "
+                                           r"day_2.gz"):
+        prepare([days[0], days[2], days[3]], tmp_path / "gap", PrepareOptions(
+            hash_size=100, split="day", eval_file=days[3], split_storage="ranges"))
+    assert not (tmp_path / "gap").exists()
