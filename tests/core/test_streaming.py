@@ -219,3 +219,38 @@ def test_the_constant_predictor_samples_runs_of_a_large_range_split(monkeypatch)
     assert (np.diff(rows) > 0).all() and rows.max() < 1600  # training rows, each once
     again = baseline.training_targets(bundle, seed=5)
     torch.testing.assert_close(targets, again)
+
+
+def test_a_search_on_range_splits_resumed_mid_way_equals_the_uninterrupted_one(tmp_path):
+    from dnas_core.config.settings import OptimizerSettings, SearchSettings
+    from dnas_core.engine.cost import DecisionCostTable
+    from dnas_core.engine.search import SearchManager
+    from tests.core.toy_plugin import FLOPS, ToySuperNet, make_data
+
+    def manager(run_dir):
+        torch.manual_seed(1)
+        toy = make_data(2000, 1)
+        settings = SearchSettings(
+            warmup_epochs=0.5, total_epochs=2, alternate_every=0.25, batch_size=64,
+            arch_sampling={1.5: 2}, weights_optimizer=OptimizerSettings("SGD", lr=0.2),
+            arch_optimizer=OptimizerSettings("Adam", lr=0.2))
+        cost = DecisionCostTable("flops", "FLOPs", {"op": torch.tensor(FLOPS)})
+        return SearchManager(ToySuperNet(16), DataBundle(toy.table, ranged_bundle().splits),
+                             BinaryClassification(), cost, {"flops": cost}, settings,
+                             domain="toy", space="toy", seed=1, device=CPU, run_dir=run_dir)
+
+    full = manager(tmp_path / "full")
+    archs = full.run()
+    cut = manager(tmp_path / "cut")
+
+    def stop(chunk):  # chunks of a quarter epoch: the resume starts mid-epoch
+        if chunk.index == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cut.run(on_chunk_end=stop)
+    resumed = manager(tmp_path / "cut")
+    assert [a.to_dict() for a in resumed.run()] == [a.to_dict() for a in archs]
+    for (name, a), b in zip(full.supernet.state_dict().items(),
+                            resumed.supernet.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
