@@ -12,7 +12,8 @@ the core streams them (:mod:`dnas_core.engine.streaming`).
 
 ``gather(rows)`` serves any rows in any order (random access, not only sequential reads):
 for memory-mapped arrays the rows are read in sorted order, for locality, and put back in
-the requested order.
+the requested order (ascending rows, what the streaming source asks for, are read as they
+are).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class CriteoArrays:
         rows = rows.astype(np.int64, copy=False)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"rows outside the table of {len(self)} rows")
-        if self._mapped and rows.size > 1:
+        if self._mapped and rows.size > 1 and not (np.diff(rows) > 0).all():
             order = np.argsort(rows, kind="stable")
             ordered = rows[order]
             dense = np.empty((rows.size, NUM_DENSE), dtype=np.float32)
