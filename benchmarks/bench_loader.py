@@ -15,7 +15,14 @@ One run prints, at batch 2048 and 8192, examples/s of:
 and each serving rate over the step rate (the issue's targets: 5x on a CPU, 10x on a GPU).
 Serving rates count the copy to the device and end with a device synchronisation.
 
+Then, at batch 2048 on ``--stream-rows`` memory-mapped rows (several times the streaming
+source's two windows), the row-ranges source of the Terabyte path
+(:class:`~dnas_core.engine.streaming.StreamingSource`: block reads, window shuffle)
+against the index-array source's random gather, over the same ``weights``-like split
+(80% of the rows by hash), plainly and prefetched. ``--only-streaming`` prints that alone.
+
     python benchmarks/bench_loader.py [--rows 1000000] [--batches 2048,8192] [--steps 2]
+    python benchmarks/bench_loader.py --only-streaming [--stream-rows 3000000]
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from dnas_core.config.runspec import RunSpec, resolve
 from dnas_core.config.settings import LoaderSettings
 from dnas_core.engine.data import BatchSource, DataBundle, to_device
 from dnas_core.engine.loader import Loader
+from dnas_core.engine.rowsets import RowFilter, RowRanges, iter_rows
 from dnas_core.engine.search import SearchManager
+from dnas_core.engine.streaming import StreamingSource
 from dnas_core.engine.tasks import BinaryClassification
 from dnas_core.runner.pipeline import ranking_cost
 from dnas_dlrm.data import CriteoArrays
@@ -97,6 +106,29 @@ def step_rate(table: CriteoArrays, spec: RunSpec, placement: str, batch: int, st
         return chunk_rate(manager, "weights", steps)
 
 
+def streaming_line(directory: Path, rows: int, count: int, device: torch.device) -> None:
+    """Random gather (index arrays) against the streaming source, batch 2048, one split."""
+    batch = 2048
+    table = mapped_arrays(directory, rows, seed=2)
+    split = RowRanges(((0, rows),), RowFilter(0, 0.2, 1.0))
+    indices = np.concatenate(list(iter_rows(split, rows)))
+    random = BatchSource(table, indices, batch, 1, "weights")
+    stream = StreamingSource(table, split, batch, 1, "weights")
+    count = min(count, len(random) - WARM)
+    window = stream.window_pieces * split.block_rows
+    gather = serving_rate(plain(random, count + WARM, device), count, batch, device)
+    streamed = serving_rate(plain(stream, count + WARM, device), count, batch, device)
+    host = Loader(table, LoaderSettings(placement="host", prefetch=4), device)
+    prefetched = serving_rate(host.stream(host.source(split, batch, 1, "weights"),
+                                          range(count + WARM)), count, batch, device)
+    print(f"streaming, batch {batch}, {rows:,} memory-mapped rows ({count} batches, "
+          f"{count * batch / window:.1f} windows of {window:,} rows): random gather "
+          f"{gather:,.0f}, streamed {streamed:,.0f} ({streamed / gather:.1f}x), streamed "
+          f"+ prefetch {prefetched:,.0f} ({prefetched / gather:.1f}x) examples/s; the "
+          f"source held at most {2 * window:,} rows, the index array {len(indices):,}",
+          flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -104,6 +136,12 @@ def main() -> int:
     parser.add_argument("--serve", type=int, default=20, help="batches timed per serving rate")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per run (3 runs)")
     parser.add_argument("--space", default="emb_dim", help="the supernet's preset")
+    parser.add_argument("--stream-rows", type=int, default=3_000_000,
+                        help="memory-mapped rows of the streaming comparison")
+    parser.add_argument("--stream-batches", type=int, default=600,
+                        help="batches timed per streaming rate")
+    parser.add_argument("--only-streaming", action="store_true",
+                        help="only the streaming comparison")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for torch (1 is steadier on a shared machine)")
     args = parser.parse_args()
@@ -113,6 +151,10 @@ def main() -> int:
     target = 10 if device.type == "cuda" else 5
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads"
+    if args.only_streaming:
+        with tempfile.TemporaryDirectory() as directory:
+            streaming_line(Path(directory), args.stream_rows, args.stream_batches, device)
+        return 0
     spec = resolve(registry(), "dlrm", preset=args.space)
     print(f"torch {torch.__version__} on {where}; {args.rows:,} memory-mapped rows; "
           f"{args.space} supernet (preset, max_rows {spec.domain_settings.max_rows}); "
@@ -142,8 +184,11 @@ def main() -> int:
             print(f"{batch:>6} {gather:>10,.0f} {prefetched:>10,.0f} {on_device:>10,.0f} | "
                   f"{compute:>8,.0f} {in_loop:>8,.0f} | {gather / compute:>10.1f}x "
                   f"{prefetched / compute:>12.1f}x {on_device / compute:>12.1f}x", flush=True)
-    print(f"step: compute alone (resident batches); step+pf: with prefetched memory-mapped "
-          f"batches. Target met: {'yes' if ok else 'no'}")
+        print(f"step: compute alone (resident batches); step+pf: with prefetched "
+              f"memory-mapped batches. Target met: {'yes' if ok else 'no'}")
+        apart = Path(directory) / "streaming"  # new files: the mapped ones stay whole
+        apart.mkdir()
+        streaming_line(apart, args.stream_rows, args.stream_batches, device)
     return 0
 
 

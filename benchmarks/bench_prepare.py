@@ -8,6 +8,12 @@ Kaggle ``train.txt``. Then times random-access batches of 2048 rows from the mem
 result. Targets on 2 cores: >= 300,000 lines/s, peak memory < 2 GB.
 
     python benchmarks/bench_prepare.py [--lines 2000000] [--gzip] [--hash-size 1000000]
+
+``--day-rss 250000,2000000`` instead prepares the Terabyte way (hashing, day split,
+``--split-storage ranges``) from four gzip day files of each total size and prints the
+child's peak RSS per size: flat when nothing prepare holds grows with the rows.
+
+    python benchmarks/bench_prepare.py --day-rss 250000,2000000
 """
 
 from __future__ import annotations
@@ -44,7 +50,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200, help="random batches to time")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the synthetic file of an earlier run in --workdir")
+    parser.add_argument("--day-rss", metavar="LINES,LINES",
+                        help="only: peak RSS of a day-split, row-ranges prepare at these sizes")
     args = parser.parse_args()
+    if args.day_rss:
+        day_rss([int(n) for n in args.day_rss.split(",")], args.hash_size, args.seed)
+        return
 
     from dnas_dlrm.data import CriteoArrays, write_tsv
 
@@ -112,6 +123,38 @@ def main() -> None:
         print(f"targets: >= 300,000 lines/s {'met' if rate >= 300_000 else 'NOT met'}; "
               f"peak < 2 GB {'met' if peak_mb < 2048 else 'NOT met'}")
         print(json.dumps(result))
+
+
+def day_rss(sizes: list[int], hash_size: int, seed: int, days: int = 4) -> None:
+    """Peak RSS of ``prepare`` on ``days`` gzip day files per total size, the Terabyte way."""
+    from dnas_dlrm.data import write_tsv
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_prepare_days_") as tmp:
+        for total in sizes:
+            work = Path(tmp) / str(total)
+            work.mkdir()
+            files = [write_tsv(work / f"day_{d}.gz", total // days, seed=seed + d)
+                     for d in range(days)]
+            command = [sys.executable, "-m", "dnas_dlrm.data.cli", *map(str, files), "--out",
+                       str(work / "prepared"), "--hash-size", str(hash_size), "--split", "day",
+                       "--eval-file", str(files[-1]), "--split-storage", "ranges", "--quiet"]
+            child = subprocess.Popen(command)
+            _, status, usage = os.wait4(child.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                sys.exit(f"prepare failed on {total:,} lines")
+            manifest = json.loads((work / "prepared" / "manifest.json").read_text())
+            peak = usage.ru_maxrss / 1024
+            results.append({"lines": total, "rows": manifest["rows"],
+                            "peak_rss_mib": round(peak, 1), "prepare_s": manifest["elapsed_s"]})
+            print(f"{total:>12,} lines in {days} day files: peak RSS {peak:,.0f} MiB, "
+                  f"{manifest['elapsed_s']:.1f} s", flush=True)
+            for file in files:
+                file.unlink()
+    low, high = results[0], results[-1]
+    print(f"peak RSS x{high['peak_rss_mib'] / low['peak_rss_mib']:.2f} for "
+          f"x{high['lines'] / low['lines']:.0f} the rows")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

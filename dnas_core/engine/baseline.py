@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from dnas_core.engine.data import DataBundle
+from dnas_core.engine.rowsets import RowRanges, Split, iter_rows, join_splits, sample_rows
 from dnas_core.engine.tasks import Task
 
 
@@ -36,9 +37,9 @@ ROW_LOSS_ROWS = 200_000
 _CHUNK = 1 << 16
 
 
-def _targets(data: DataBundle, rows: np.ndarray) -> Iterator[Tensor]:
-    for start in range(0, len(rows), _CHUNK):
-        yield data.table.gather(rows[start:start + _CHUNK])[1]
+def _targets(data: DataBundle, rows: Split) -> Iterator[Tensor]:
+    for chunk in iter_rows(rows, _CHUNK):
+        yield data.table.gather(chunk)[1]
 
 
 def save_row_losses(task: Task, outputs: Tensor, targets: Tensor, path: Path) -> bool:
@@ -58,17 +59,19 @@ def save_row_losses(task: Task, outputs: Tensor, targets: Tensor, path: Path) ->
     return True
 
 
-def training_rows(data: DataBundle) -> np.ndarray:
+def training_rows(data: DataBundle) -> Split:
     """What sampled models train on: the weights and the arch rows."""
-    return np.concatenate([data.splits["weights"], data.splits["arch"]])
+    return join_splits(data.splits["weights"], data.splits["arch"])
 
 
 def training_targets(data: DataBundle, seed: int = 0) -> Tensor:
     """The training targets the constant predictor averages (a seeded subset of at most
     :data:`MAX_TARGET_ROWS` rows): read once, whatever number of splits it scores."""
     rows = training_rows(data)
-    if len(rows) > MAX_TARGET_ROWS:
-        rng = np.random.default_rng([seed, 0xC0])
+    rng = np.random.default_rng([seed, 0xC0])
+    if isinstance(rows, RowRanges):  # runs of rows from random blocks: only those are read
+        rows = sample_rows(rows, MAX_TARGET_ROWS, rng)
+    elif len(rows) > MAX_TARGET_ROWS:
         rows = np.sort(rng.choice(rows, MAX_TARGET_ROWS, replace=False))
     return torch.cat(list(_targets(data, rows)))
 
@@ -85,7 +88,7 @@ def constant_metrics(task: Task, data: DataBundle, split: str, seed: int = 0,
         return None
     if train_targets is None:
         train_targets = training_targets(data, seed)
-    eval_targets = torch.cat(list(_targets(data, np.asarray(data.splits[split]))))
+    eval_targets = torch.cat(list(_targets(data, data.splits[split])))
     outputs = make(train_targets, len(eval_targets))
     if row_losses is not None:
         save_row_losses(task, outputs, eval_targets, row_losses)

@@ -1,7 +1,8 @@
 """Data contract between domains and the core: a random-access table and row splits.
 
 A domain hands over one :class:`Table` (anything with ``len`` and ``gather``) and the row
-indices of the four splits the paper uses. The core turns each split into a
+indices of the four splits the paper uses (or, for data too large to enumerate, their
+description: :mod:`dnas_core.engine.rowsets`). The core turns each split into a
 :class:`BatchSource` whose batches are addressed by (epoch, position): the order of an
 epoch is a pure function of the seed, the split and the epoch number, so a search can stop
 and resume anywhere, even mid-epoch with fractional alternation, and see the same batches.
@@ -10,12 +11,14 @@ and resume anywhere, even mid-epoch with fractional alternation, and see the sam
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from dnas_core.engine.rowsets import Split, check_split
 
 SPLITS = ("weights", "arch", "val", "test")
 
@@ -49,10 +52,15 @@ class TensorTable:
 
 @dataclass
 class DataBundle:
-    """What a domain's data hook returns."""
+    """What a domain's data hook returns.
+
+    Each split is either sorted row indices (an int64 array) or, for data too large to
+    enumerate, a :class:`~dnas_core.engine.rowsets.RowRanges` (ranges and a per-row hash
+    filter), which the core streams (:mod:`dnas_core.engine.streaming`).
+    """
 
     table: Table
-    splits: Mapping[str, np.ndarray]
+    splits: Mapping[str, Split]
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,11 +69,7 @@ class DataBundle:
             raise ValueError(f"data bundle lacks splits {missing}; expected {list(SPLITS)}")
         n = len(self.table)
         for name in SPLITS:
-            rows = np.asarray(self.splits[name])
-            if rows.size == 0:
-                raise ValueError(f"split {name!r} is empty")
-            if rows.min() < 0 or rows.max() >= n:
-                raise ValueError(f"split {name!r} has rows outside the table of {n} rows")
+            check_split(name, self.splits[name], n)
 
 
 def _split_seed(seed: int, name: str) -> int:
@@ -134,6 +138,28 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Mapping):
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch
+
+
+def batch_tensors(batch: Any) -> list[torch.Tensor]:
+    """The tensors of a batch (nested tuples, lists and mappings), in order."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, (tuple, list)):
+        return [leaf for part in batch for leaf in batch_tensors(part)]
+    if isinstance(batch, Mapping):
+        return [leaf for key in batch for leaf in batch_tensors(batch[key])]
+    raise TypeError(f"a table's batch must be made of tensors, got {type(batch).__name__}")
+
+
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``batch`` with ``fn`` applied to every tensor, its structure kept."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(map_tensors(part, fn) for part in batch)
+    if isinstance(batch, Mapping):
+        return {key: map_tensors(value, fn) for key, value in batch.items()}
+    raise TypeError(f"a table's batch must be made of tensors, got {type(batch).__name__}")
 
 
 def batch_size_of(batch: Any) -> int:

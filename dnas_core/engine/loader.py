@@ -12,6 +12,8 @@ gathered:
   and the step never waits for the host.
 
 Both serve the very tensors the plain gather would, bit for bit (tests/core/test_loader.py).
+A row-ranges split (:mod:`dnas_core.engine.rowsets`) is served by a
+:class:`~dnas_core.engine.streaming.StreamingSource` over either table.
 """
 
 from __future__ import annotations
@@ -19,43 +21,26 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from dnas_core.config.settings import LoaderSettings
-from dnas_core.engine.data import BatchSource, Table, to_device
+from dnas_core.engine.data import BatchSource, Table, batch_tensors, map_tensors, to_device
+from dnas_core.engine.rowsets import RowRanges, Split
+from dnas_core.engine.streaming import StreamingSource
 
 #: rows copied to the device at a time while a table is made resident
 CHUNK_ROWS = 1 << 20
-
-
-def _leaves(batch: Any) -> list[torch.Tensor]:
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    if isinstance(batch, (tuple, list)):
-        return [leaf for part in batch for leaf in _leaves(part)]
-    if isinstance(batch, Mapping):
-        return [leaf for key in batch for leaf in _leaves(batch[key])]
-    raise TypeError(f"a table's batch must be made of tensors, got {type(batch).__name__}")
-
-
-def _map(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """``batch`` with ``fn`` applied to every tensor, its structure kept."""
-    if isinstance(batch, torch.Tensor):
-        return fn(batch)
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_map(part, fn) for part in batch)
-    return {key: _map(value, fn) for key, value in batch.items()}
 
 
 def table_bytes(table: Table) -> int:
     """The bytes every row of ``table`` takes as gathered tensors (from a few rows)."""
     n = len(table)
     probe = table.gather(np.arange(min(n, 64), dtype=np.int64))
-    per_row = sum(leaf.element_size() * leaf[:1].numel() for leaf in _leaves(probe))
+    per_row = sum(leaf.element_size() * leaf[:1].numel() for leaf in batch_tensors(probe))
     return per_row * n
 
 
@@ -71,12 +56,12 @@ class ResidentTable:
         self.device = torch.device(device)
         n = len(table)
         first = table.gather(np.arange(min(n, CHUNK_ROWS), dtype=np.int64))
-        self._store = _map(first, lambda t: torch.empty((n, *t.shape[1:]), dtype=t.dtype,
+        self._store = map_tensors(first, lambda t: torch.empty((n, *t.shape[1:]), dtype=t.dtype,
                                                         device=self.device))
         for start in range(0, n, CHUNK_ROWS):
             rows = np.arange(start, min(n, start + CHUNK_ROWS), dtype=np.int64)
             chunk = first if start == 0 else table.gather(rows)
-            for stored, part in zip(_leaves(self._store), _leaves(chunk), strict=True):
+            for stored, part in zip(batch_tensors(self._store), batch_tensors(chunk), strict=True):
                 stored[start:start + len(rows)].copy_(part)
         self._n = n
 
@@ -85,7 +70,7 @@ class ResidentTable:
 
     def gather(self, rows: np.ndarray | torch.Tensor) -> Any:
         index = torch.as_tensor(rows, dtype=torch.int64).to(self.device, non_blocking=True)
-        return _map(self._store, lambda t: t.index_select(0, index))
+        return map_tensors(self._store, lambda t: t.index_select(0, index))
 
 
 class ResidentSource(BatchSource):
@@ -138,7 +123,7 @@ def _produce(source: BatchSource, indices: Sequence[int], out: queue.Queue[Any],
                 return
             batch = source.batch(index)
             if pin:
-                batch = _map(batch, torch.Tensor.pin_memory)
+                batch = map_tensors(batch, torch.Tensor.pin_memory)
             if not put(batch):
                 return
         put(_DONE)
@@ -247,8 +232,10 @@ class Loader:
         free, _ = torch.cuda.mem_get_info(self.device)
         return "device" if size <= self.settings.device_fraction * free else "host"
 
-    def source(self, rows: np.ndarray, batch_size: int, seed: int, name: str,
+    def source(self, rows: Split, batch_size: int, seed: int, name: str,
                shuffle: bool = True) -> BatchSource:
+        if isinstance(rows, RowRanges):  # streamed, from the host or the resident table
+            return StreamingSource(self.table, rows, batch_size, seed, name, shuffle)
         if isinstance(self.table, ResidentTable):
             return ResidentSource(self.table, rows, batch_size, seed, name, shuffle)
         return BatchSource(self.table, rows, batch_size, seed, name, shuffle)
@@ -256,6 +243,6 @@ class Loader:
     def stream(self, source: BatchSource, indices: Sequence[int]) -> Iterator[Any]:
         """The batches at ``indices`` on the device, in order: prefetched from the host, or
         gathered on the device where the table lives there."""
-        if isinstance(source, ResidentSource) or self.settings.prefetch == 0:
+        if isinstance(source.table, ResidentTable) or self.settings.prefetch == 0:
             return _plain(source, indices, self.device)
         return Prefetcher(source, indices, self.device, self.settings.prefetch)

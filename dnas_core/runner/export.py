@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dnas_core.engine.rowsets import first_rows
 from dnas_core.runner.runs import RunError, check_run_dir, ranked, read_rows, read_study
 from dnas_core.runner.study import ARCHITECTURES
 from dnas_core.runner.worker import trial_dir_of
@@ -89,7 +90,7 @@ def example_inputs(registry: Any, spec: Any, built: Any, batch_size: int) -> Any
         domain=spec.domain.name, settings=spec.domain_settings, data_info=built.data.info,
         batch_size=batch_size)
     if example is None:
-        example, _ = built.data.table.gather(built.data.splits["test"][:batch_size])
+        example, _ = built.data.table.gather(first_rows(built.data.splits["test"], batch_size))
     return example
 
 

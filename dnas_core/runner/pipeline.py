@@ -28,12 +28,13 @@ from dnas_core.engine.baseline import (
 )
 from dnas_core.engine.budget import resolve_batch_size
 from dnas_core.engine.cost import CombinedCost, CostModel, priced
-from dnas_core.engine.data import BatchSource, DataBundle
+from dnas_core.engine.data import DataBundle
 from dnas_core.engine.distributed import DataParallel, DistEnv, init_process_group
 from dnas_core.engine.memory import check_fits, estimate, on_meta
 from dnas_core.engine.optim import scale_lrs
 from dnas_core.engine.progress import Reporter
 from dnas_core.engine.search import NonFiniteLoss, SearchManager
+from dnas_core.engine.streaming import batch_source
 from dnas_core.engine.supernet import SuperNet
 from dnas_core.engine.tasks import Task
 from dnas_core.engine.tblog import RunLogger, save_heatmap
@@ -261,8 +262,9 @@ def run_search(registry: Registry, spec: RunSpec, run_dir: Path, built: Built,
     units = {n: m.unit for n, m in models.items()}
     units["cost"] = ranking_cost(spec, models).unit
     supernet.sample_expected()
-    val = BatchSource(built.data.table, built.data.splits["val"],
-                      spec.settings.train.eval_batch_size, spec.settings.seed, "val", shuffle=False)
+    val = batch_source(built.data.table, built.data.splits["val"],
+                       spec.settings.train.eval_batch_size, spec.settings.seed, "val",
+                       shuffle=False)
     targets = training_targets(built.data, spec.settings.seed)
     constant = {split: metrics for split in ("val", "test")
                 if (metrics := constant_metrics(
@@ -353,9 +355,9 @@ def test_architecture(registry: Registry, spec: RunSpec, arch: Architecture, run
     errors where the task gives them (``<metric>_se``)."""
     model = make_sampled(registry, spec, arch, built)
     model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / f"{arch.arch_id}.pt"))
-    test = BatchSource(built.data.table, built.data.splits["test"],
-                       spec.settings.train.eval_batch_size, spec.settings.seed, "test",
-                       shuffle=False)
+    test = batch_source(built.data.table, built.data.splits["test"],
+                        spec.settings.train.eval_batch_size, spec.settings.seed, "test",
+                        shuffle=False)
     outputs, targets = predict(model.to(spec.device()), test, spec.device())
     save_row_losses(built.task, outputs, targets, run_dir / ROW_LOSSES)
     return with_standard_errors(built.task, outputs, targets)

@@ -108,6 +108,12 @@ class _Fraction(click.ParamType):
 @click.option("--allow-short-lines", is_flag=True,
               help="Accept lines whose trailing empty fields were stripped.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--split-storage", type=click.Choice(["auto", "indices", "ranges"]),
+              default="auto", show_default=True,
+              help="indices: each split as sorted row indices (8 bytes a row). ranges: each "
+                   "split described by a row range and a per-row hash in the manifest, "
+                   "streamed by the loader (for the Terabyte logs). auto: ranges above "
+                   "250 million rows unless --negative-rate is given.")
 @click.option("--sparse-dtype", type=click.Choice(["auto", "int32", "int64"]), default="auto",
               show_default=True, help="Integer type of the stored ids.")
 @click.option("--chunk-mb", default=16, show_default=True, type=int,
@@ -118,7 +124,8 @@ def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[st
                     min_count: int, seed: int, arch_fraction: float, split: str | None,
                     split_by_day: bool, val_fraction: float | None, test_fraction: float | None,
                     eval_file: Path | None, subsample: float, negative_rate: float | None,
-                    on_bad_line: str, allow_short_lines: bool, overwrite: bool, sparse_dtype: str,
+                    on_bad_line: str, allow_short_lines: bool, overwrite: bool,
+                    split_storage: str, sparse_dtype: str,
                     chunk_mb: int, single_thread: bool, quiet: bool) -> None:
     """Prepare Criteo text files (Kaggle train.txt or 1TB day_N, plain or gzip) for DLRM.
 
@@ -138,6 +145,7 @@ def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[st
             on_bad_line=on_bad_line,  # type: ignore[arg-type]
             allow_short_lines=allow_short_lines, overwrite=overwrite,
             sparse_dtype=sparse_dtype,  # type: ignore[arg-type]
+            split_storage=split_storage,  # type: ignore[arg-type]
             chunk_bytes=chunk_mb << 20, use_threads=not single_thread)
     except PrepareError as error:
         raise click.UsageError(str(error)) from None
@@ -149,8 +157,10 @@ def prepare_command(inputs: tuple[Path, ...], out_dir: Path, hash_size: tuple[st
         raise click.ClickException(str(error)) from None
     if not quiet:
         sizes = ", ".join(f"{k} {v:,}" for k, v in manifest.split_sizes.items())
+        storage = "ranges" if manifest.ranges else "indices"
         click.echo(f"prepared {manifest.rows:,} rows into {out_dir} in {manifest.elapsed_s:.1f} s "
-                   f"({manifest.split['protocol']} split: {sizes}); bad lines: "
+                   f"({manifest.split['protocol']} split, {storage}: "
+                   f"{sizes}); bad lines: "
                    f"{manifest.bad_lines['count']:,}", err=True)
 
 

@@ -6,9 +6,14 @@ directory without a valid manifest; :meth:`CriteoArrays.from_synthetic` (or the
 constructor) wraps arrays in memory and makes the splits with the same rule
 (:func:`.splits.make_splits`) that ``prepare`` used.
 
+A directory prepared with row-ranges splits (``--split-storage ranges``) opens its splits
+as the core's ``RowRanges`` from the manifest and the per-block counts file, O(blocks):
+the core streams them (:mod:`dnas_core.engine.streaming`).
+
 ``gather(rows)`` serves any rows in any order (random access, not only sequential reads):
 for memory-mapped arrays the rows are read in sorted order, for locality, and put back in
-the requested order.
+the requested order (ascending rows, what the streaming source asks for, are read as they
+are).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .manifest import ARRAY_FILES, SPLIT_FILES, Manifest, ManifestError
+from .manifest import ARRAY_FILES, COUNTS_FILE, SPLIT_FILES, Manifest, ManifestError
 from .schema import NUM_DENSE, NUM_SPARSE
 from .splits import SPLIT_NAMES, make_splits
 
 if TYPE_CHECKING:
     import torch
+
+    from dnas_core.engine.rowsets import RowRanges, Split
 
     from .synthetic import PlantedStructure, SyntheticData
 
@@ -36,7 +43,7 @@ class CriteoArrays:
     """
 
     def __init__(self, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray,
-                 cardinalities: list[int], *, splits: dict[str, np.ndarray] | None = None,
+                 cardinalities: list[int], *, splits: dict[str, Split] | None = None,
                  seed: int = 0, arch_fraction: float = 0.2,
                  negative_rate: float | None = None, manifest: Manifest | None = None,
                  planted: PlantedStructure | None = None, path: Path | None = None):
@@ -82,9 +89,12 @@ class CriteoArrays:
                 arrays["labels"].shape != (manifest.rows,):
             raise ManifestError(f"{path}: array shapes do not match the manifest's "
                                 f"{manifest.rows} rows")
-        splits = {}
+        splits: dict[str, Split] = {}
+        if manifest.ranges:
+            splits.update(_range_splits(path, manifest))
         for name in SPLIT_NAMES:
-            splits[name] = cls._map(path / SPLIT_FILES[name], manifest.split_sizes[name])
+            if not manifest.ranges:
+                splits[name] = cls._map(path / SPLIT_FILES[name], manifest.split_sizes[name])
             if len(splits[name]) != manifest.split_sizes[name]:
                 raise ManifestError(f"{path}: split {name!r} does not match the manifest")
         return cls(arrays["dense"], arrays["sparse"], arrays["labels"],
@@ -123,7 +133,7 @@ class CriteoArrays:
         rows = rows.astype(np.int64, copy=False)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"rows outside the table of {len(self)} rows")
-        if self._mapped and rows.size > 1:
+        if self._mapped and rows.size > 1 and not (np.diff(rows) > 0).all():
             order = np.argsort(rows, kind="stable")
             ordered = rows[order]
             dense = np.empty((rows.size, NUM_DENSE), dtype=np.float32)
@@ -145,8 +155,9 @@ class CriteoArrays:
         dense, sparse, labels = self.gather_numpy(rows)
         return (torch.from_numpy(dense), torch.from_numpy(sparse)), torch.from_numpy(labels)
 
-    def splits(self) -> dict[str, np.ndarray]:
-        """Row indices of ``weights``, ``arch``, ``val`` and ``test`` (sorted int64)."""
+    def splits(self) -> dict[str, Split]:
+        """Row indices of ``weights``, ``arch``, ``val`` and ``test`` (sorted int64), or
+        their ``RowRanges`` for a directory prepared with row-ranges splits."""
         return dict(self._splits)
 
     def info(self) -> dict[str, Any]:
@@ -158,3 +169,32 @@ class CriteoArrays:
         if self.planted is not None:
             out["planted"] = self.planted.summary()
         return out
+
+
+def _range_splits(path: Path, manifest: Manifest) -> dict[str, RowRanges]:
+    """The splits of a row-ranges directory: one range and hash interval each (manifest),
+    the kept rows per block from :data:`.manifest.COUNTS_FILE`."""
+    from dnas_core.engine.rowsets import RowFilter, RowRanges
+
+    record = manifest.split
+    block = int(record["block_rows"])
+    counts = CriteoArrays._map(path / COUNTS_FILE, -(-manifest.rows // block))
+    columns = record["counts"]["columns"]
+    if counts.shape != (-(-manifest.rows // block), len(columns)):
+        raise ManifestError(f"{path / COUNTS_FILE}: holds {counts.shape}, expected "
+                            f"({-(-manifest.rows // block)}, {len(columns)}) for "
+                            f"{manifest.rows} rows in blocks of {block}")
+    out = {}
+    for name in SPLIT_NAMES:
+        part = record["parts"][name]
+        (start, stop), = part["ranges"]
+        hashed = part["filter"]
+        first = start // block
+        last = -(-stop // block) if stop > start else first
+        try:
+            out[name] = RowRanges(((start, stop),), RowFilter(**hashed) if hashed else None,
+                                  block, np.asarray(counts[first:last, columns.index(name)]))
+        except (ValueError, TypeError, KeyError) as error:
+            raise ManifestError(f"{path}: split {name!r} is not a valid row range: "
+                                f"{error}") from None
+    return out

@@ -19,9 +19,14 @@ from .splits import SPLIT_NAMES
 
 FORMAT_NAME = "dnas-dlrm-criteo"
 FORMAT_VERSION = 1
+#: the version of a directory whose splits are row ranges (older readers refuse it)
+RANGES_FORMAT_VERSION = 2
+READ_VERSIONS = (FORMAT_VERSION, RANGES_FORMAT_VERSION)
 MANIFEST_NAME = "manifest.json"
 ARRAY_FILES = {"dense": "dense.npy", "sparse": "sparse.npy", "labels": "labels.npy"}
 SPLIT_FILES = {name: f"split_{name}.npy" for name in SPLIT_NAMES}
+#: row-ranges storage: kept rows of each split per block of the table, int64 (blocks, 4)
+COUNTS_FILE = "split_counts.npy"
 
 #: Row of every categorical table that holds missing values (empty fields).
 MISSING_ROW = 0
@@ -33,7 +38,9 @@ LAYOUT = {
     "sparse": f"int32 or int64 (rows, {NUM_SPARSE}): row of each feature's table, "
               f"0 <= id < cardinalities[j]",
     "labels": "float32 (rows,): 0 or 1",
-    "splits": "int64 sorted row indices, one file per split; protocol in 'split'",
+    "splits": "int64 sorted row indices, one file per split; or (split.storage 'ranges') "
+              "a row range and hash interval per split in split.parts, with the kept rows "
+              f"per block of split.block_rows rows in {COUNTS_FILE}; protocol in 'split'",
     "missing_row": MISSING_ROW,
     "hash": "row = 1 + (hex value mod (hash_size - 1)); table size = hash_size",
     "vocab": "row = 2 + rank of the value by descending training count (ties: smaller value "
@@ -72,6 +79,11 @@ class Manifest:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
+    @property
+    def ranges(self) -> bool:
+        """Whether the splits are row ranges (else index arrays)."""
+        return self.split.get("storage") == "ranges"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -105,9 +117,9 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise ManifestError(f"{path}: not a {FORMAT_NAME} manifest")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise ManifestError(f"{path}: format version {version!r}; this dnas-dlrm reads "
-                                f"version {FORMAT_VERSION}: prepare the data again")
+                                f"versions {list(READ_VERSIONS)}: prepare the data again")
         names = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls)
                     if f.default is MISSING and f.default_factory is MISSING}

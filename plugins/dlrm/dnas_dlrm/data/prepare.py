@@ -19,6 +19,10 @@ depend on chunking). Splits follow the protocol of :mod:`.protocols` (``random``
 ``position``, ``day``; rule in :mod:`.splits`) and are stored as index arrays; negative
 downsampling removes training negatives from the ``weights``/``arch`` index arrays (the
 rows stay in the arrays) and the rate is recorded for :func:`.splits.correct_downsampled`.
+With ``split_storage`` ``ranges`` (``auto`` above :data:`.prepare_options.RANGES_ABOVE_ROWS`
+rows) the splits are described instead (:func:`.splits.range_parts`) and only their kept
+rows per block are written (:data:`.manifest.COUNTS_FILE`): with hashed features, nothing
+prepare holds grows with the number of rows (docs/data.md, "The Terabyte logs").
 
 Output goes to a temporary sibling directory (``.NAME.prepare-*``), renamed onto ``out``
 after the manifest, written last, is on disk: an interrupted prepare leaves nothing that
@@ -44,12 +48,20 @@ import numpy as np
 from . import leftovers, protocols
 from .criteo import BadLine, ParsedBlock, parse_chunk
 from .linereader import is_gzip, iter_line_chunks
-from .manifest import ARRAY_FILES, MANIFEST_NAME, MISSING_ROW, SPLIT_FILES, Manifest
+from .manifest import (
+    ARRAY_FILES,
+    COUNTS_FILE,
+    MANIFEST_NAME,
+    MISSING_ROW,
+    RANGES_FORMAT_VERSION,
+    SPLIT_FILES,
+    Manifest,
+)
 from .npyfile import NpyAppender
 from .pipeline import cores, ordered_map, prefetch
 from .prepare_options import PrepareError, PrepareOptions
 from .schema import NUM_DENSE, NUM_SPARSE, SPARSE_NAMES
-from .splits import SPLIT_NAMES, iter_split_blocks
+from .splits import SPLIT_NAMES, iter_split_blocks, range_parts
 from .vocabulary import build_vocabularies
 
 __all__ = ["PrepareError", "PrepareOptions", "prepare"]
@@ -286,18 +298,26 @@ def _prepare_into(paths: list[Path], tmp: Path, options: PrepareOptions,
         else:
             encodings.append({"feature": SPARSE_NAMES[j], "mode": "hash", "hash_size": int(s)})
 
-    split_sizes = _write_splits(tmp, rows, split_plan, options)
+    split_record = protocols.record(options, split_plan, rows)
+    extra: dict[str, Any] = {}
+    if options.ranges_for(rows):
+        split_sizes, described = _write_range_splits(tmp, rows, split_plan, options)
+        split_record.update(described)
+        extra = {"files": {**ARRAY_FILES, "split_counts": COUNTS_FILE},
+                 "format_version": RANGES_FORMAT_VERSION}
+    else:
+        split_sizes = _write_splits(tmp, rows, split_plan, options)  # no "storage": indices
     manifest = Manifest(
         rows=rows, cardinalities=cardinalities, encodings=encodings,
         sparse_dtype=sparse_dtype.name, split_sizes=split_sizes, seed=options.seed,
-        split=protocols.record(options, split_plan, rows),
+        split=split_record,
         options=options.to_dict(), negative_rate=options.negative_rate,
         label_mean=(label_sum / rows) if rows else 0.0,
         bad_lines={"policy": options.on_bad_line, "count": bad_count,
                    "fields": ["file_index", "line", "field", "reason"],
                    "listed": bad_listed, "truncated": bad_count > len(bad_listed)},
         sources=sources, elapsed_s=round(time.perf_counter() - started, 3),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
     )
     manifest.save(tmp)
     return manifest
@@ -335,3 +355,44 @@ def _write_splits(tmp: Path, rows: int, split_plan: protocols.SplitPlan,
         for writer in writers.values():
             writer.close()
     return {name: writers[name].rows for name in SPLIT_NAMES}
+
+
+def _write_range_splits(tmp: Path, rows: int, split_plan: protocols.SplitPlan,
+                        options: PrepareOptions) -> tuple[dict[str, int], dict[str, Any]]:
+    """The splits as row ranges (:func:`.splits.range_parts`) and their kept rows per block
+    of the table, counted by the core's rule (the loader's): O(blocks) memory."""
+    from dnas_core.engine.rowsets import BLOCK_ROWS, RowFilter, RowRanges
+
+    parts = range_parts(rows, options.seed, arch_fraction=options.arch_fraction,
+                        train_rows=split_plan.train_rows, val_rows=split_plan.val_rows)
+    blocks = -(-rows // BLOCK_ROWS)
+    counts = np.zeros((blocks, len(SPLIT_NAMES)), dtype=np.int64)
+    sizes = {}
+    made: dict[str, RowRanges] = {}
+    # arch and val first: weights and test complement them (same range and hash, the other
+    # interval), so their counts are the pieces' sizes minus those, with no second pass
+    for name, partner in (("arch", None), ("val", None), ("weights", "arch"), ("test", "val")):
+        (start, stop), = parts[name]["ranges"]
+        hashed = parts[name]["filter"]
+        known = None
+        if partner is not None and _complements(parts[partner], parts[name]):
+            piece_starts, piece_stops = made[partner].pieces()
+            known = piece_stops - piece_starts - made[partner].piece_counts
+        split = RowRanges(((start, stop),), RowFilter(**hashed) if hashed else None,
+                          BLOCK_ROWS, known)
+        first = start // BLOCK_ROWS
+        counts[first:first + split.num_pieces, SPLIT_NAMES.index(name)] = split.piece_counts
+        sizes[name] = len(split)
+        made[name] = split
+    np.save(tmp / COUNTS_FILE, counts)
+    record = {"storage": "ranges", "block_rows": BLOCK_ROWS, "parts": parts,
+              "val_test": "hash halves" if parts["val"]["filter"] else "in row order",
+              "counts": {"file": COUNTS_FILE, "columns": list(SPLIT_NAMES)}}
+    return {name: sizes[name] for name in SPLIT_NAMES}, record
+
+
+def _complements(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether ``second`` holds exactly the rows of its range that ``first`` leaves out."""
+    a, b = first["filter"], second["filter"]
+    return bool(a and b and first["ranges"] == second["ranges"] and a["key"] == b["key"]
+                and a["low"] == 0.0 and a["high"] == b["low"] and b["high"] == 1.0)

@@ -16,6 +16,10 @@ import numpy as np
 from .linereader import DEFAULT_CHUNK_BYTES
 from .schema import NUM_SPARSE, SPARSE_NAMES, feature_index
 
+#: ``split_storage: auto`` describes the splits as row ranges above this many rows (their
+#: index arrays would take 2 GB, and twice that in each trial's memory once shuffled)
+RANGES_ABOVE_ROWS = 250_000_000
+
 
 class PrepareError(ValueError):
     """Invalid options or inputs for prepare (the message names the option or file)."""
@@ -33,6 +37,11 @@ class PrepareOptions:
     train, the rest shuffled and halved), ``position`` (file order: train, then
     ``val_fraction``, then ``test_fraction`` of the rows; default 0.1 each) or ``day``
     (``eval_file``, the last input, is halved at random into val and test).
+
+    ``split_storage``: ``indices`` stores each split as sorted row indices (exact subset
+    sizes); ``ranges`` describes them (row ranges and a per-row hash, :mod:`.splits`) in
+    the manifest, O(1) in the number of rows, and the core streams them; ``auto`` is
+    ``ranges`` above :data:`RANGES_ABOVE_ROWS` rows without negative downsampling.
     """
 
     hash_size: int | None = None
@@ -52,6 +61,7 @@ class PrepareOptions:
     use_threads: bool = True
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     sparse_dtype: Literal["auto", "int32", "int64"] = "auto"
+    split_storage: Literal["auto", "indices", "ranges"] = "auto"
     max_listed_bad_lines: int = 100_000
     table_sizes: tuple[int | None, ...] = field(init=False, repr=False)
 
@@ -104,6 +114,13 @@ class PrepareOptions:
         if self.sparse_dtype not in ("auto", "int32", "int64"):
             fail("sparse_dtype", "--sparse-dtype", f"must be auto, int32 or int64, got "
                  f"{self.sparse_dtype!r}")
+        if self.split_storage not in ("auto", "indices", "ranges"):
+            fail("split_storage", "--split-storage", f"must be auto, indices or ranges, got "
+                 f"{self.split_storage!r}")
+        if self.split_storage == "ranges" and self.negative_rate is not None:
+            fail("split_storage", "--split-storage", "ranges cannot downsample negatives "
+                 "(negative_rate, --negative-rate): which training rows are kept depends on "
+                 "their labels; use --split-storage indices, or no --negative-rate")
         if self.chunk_bytes < 1 << 16:
             fail("chunk_bytes", "--chunk-mb", f"must be at least 65536, got {self.chunk_bytes}")
         if self.max_listed_bad_lines < 0:
@@ -136,6 +153,12 @@ class PrepareOptions:
         if self.split != "day" and self.eval_file is not None:
             fail("eval_file", "--eval-file", f"applies to the day split only (--split day), "
                  f"not to --split {self.split}")
+
+    def ranges_for(self, rows: int) -> bool:
+        """Whether the splits of ``rows`` rows are stored as ranges (else index arrays)."""
+        if self.split_storage == "auto":
+            return rows > RANGES_ABOVE_ROWS and self.negative_rate is None
+        return self.split_storage == "ranges"
 
     @property
     def vocab_features(self) -> list[int]:

@@ -16,12 +16,20 @@ draws: each block receives the number of selected rows a uniformly random subset
 required size would put there, then a random choice of that many rows inside the block.
 Every returned index array is sorted (int64): the splits are sets of rows; batch order is
 the core's business.
+
+The same layout *described* (:func:`range_parts`, for data too large for index arrays):
+each split is one row range and, where the rule picks rows at random, an interval of a
+per-row hash ``u = row_uniform(key, row)`` (the core's :mod:`dnas_core.engine.rowsets`):
+``arch`` = training rows with ``u < arch_fraction`` and ``weights`` the others (key
+``2 seed``); ``val`` = evaluation rows with ``u < 1/2`` and ``test`` the others (key
+``2 seed + 1``), or, with ``val_rows``, the two consecutive ranges. O(1) in memory; subset
+sizes are binomial, not exact (the counts are recorded).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -152,6 +160,30 @@ def make_splits(n_rows: int, seed: int, *, arch_fraction: float = 0.2,
             parts[name].append(block[name])
     return {name: (np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64))
             for name, chunks in parts.items()}
+
+
+def range_parts(n_rows: int, seed: int, *, arch_fraction: float = 0.2,
+                train_rows: int | None = None,
+                val_rows: int | None = None) -> dict[str, dict[str, Any]]:
+    """The splits as ranges and hash intervals, JSON-ready: per split ``{"ranges":
+    [[start, stop]], "filter": {"key", "low", "high"} or None}``."""
+    n_train = _check(n_rows, arch_fraction, train_rows, val_rows, None)
+
+    def part(start: int, stop: int, key: int | None = None, low: float = 0.0,
+             high: float = 1.0) -> dict[str, Any]:
+        hashed = None if key is None else {"key": key, "low": low, "high": high}
+        return {"ranges": [[start, stop]], "filter": hashed}
+
+    train_key, eval_key = 2 * int(seed), 2 * int(seed) + 1
+    out = {"weights": part(0, n_train, train_key, float(arch_fraction), 1.0),
+           "arch": part(0, n_train, train_key, 0.0, float(arch_fraction))}
+    if val_rows is None:
+        out["val"] = part(n_train, n_rows, eval_key, 0.0, 0.5)
+        out["test"] = part(n_train, n_rows, eval_key, 0.5, 1.0)
+    else:
+        out["val"] = part(n_train, n_train + val_rows)
+        out["test"] = part(n_train + val_rows, n_rows)
+    return out
 
 
 def correct_downsampled(p: T, negative_rate: float | None) -> T:

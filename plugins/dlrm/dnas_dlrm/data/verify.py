@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import ARRAY_FILES, SPLIT_FILES, Manifest, ManifestError
+from .manifest import (
+    ARRAY_FILES,
+    COUNTS_FILE,
+    MANIFEST_NAME,
+    SPLIT_FILES,
+    Manifest,
+    ManifestError,
+)
 from .schema import NUM_DENSE, NUM_SPARSE
 
 #: splits every run reads (``arch`` may be empty: ``--arch-fraction 0`` for ``dnas train``)
@@ -25,6 +32,11 @@ def expected_arrays(manifest: Manifest) -> dict[str, tuple[np.dtype, tuple[int, 
     out = {ARRAY_FILES["dense"]: (np.dtype(np.float32), (rows, NUM_DENSE)),
            ARRAY_FILES["sparse"]: (np.dtype(manifest.sparse_dtype), (rows, NUM_SPARSE)),
            ARRAY_FILES["labels"]: (np.dtype(np.float32), (rows,))}
+    if manifest.ranges:
+        block = int(manifest.split.get("block_rows", 1))
+        columns = len(manifest.split.get("counts", {}).get("columns", ()))
+        out[COUNTS_FILE] = (np.dtype(np.int64), (-(-rows // block), columns))
+        return out
     for name, file in SPLIT_FILES.items():
         out[file] = (np.dtype(np.int64), (int(manifest.split_sizes.get(name, -1)),))
     return out
@@ -71,4 +83,8 @@ def problems(directory: str | Path) -> list[str]:
                          f"(truncated or damaged); prepare the data again")
         elif shape[0] == 0 and file in NEEDED_SPLITS:
             found.append(f"{path}: the split is empty; training and testing need its rows")
+    if manifest.ranges:
+        found += [f"{directory / MANIFEST_NAME}: split {name!r} is empty; training and "
+                  "testing need its rows" for name in ("weights", "val", "test")
+                  if manifest.split_sizes.get(name, 0) <= 0]
     return found
