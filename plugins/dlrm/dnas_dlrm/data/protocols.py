@@ -75,12 +75,6 @@ def check_inputs(inputs: Sequence[Path], options: PrepareOptions) -> None:
                 f"split {options.split} (--split {options.split}): the day files are not in "
                 f"time order ({', '.join(p.name for p in inputs)}); list them as day_0 day_1 "
                 "... (e.g. `ls day_* | sort -V`)")
-        gap = next((i for i in range(1, len(numbers)) if numbers[i] != numbers[i - 1] + 1), None)
-        if gap is not None:  # a day left out (a failed download) would go unnoticed
-            raise PrepareError(
-                f"input {inputs[gap]}: day {numbers[gap - 1] + 1} is missing between "
-                f"{inputs[gap - 1].name} and {inputs[gap].name}; the day files must be "
-                "consecutive days (all of them, or a consecutive run)")
     if options.split != "day":
         return
     eval_file = Path(options.eval_file)  # type: ignore[arg-type]
