@@ -207,3 +207,14 @@ def test_fused_search_resumes_bit_exactly(tmp_path):
     for name, value in state.items():
         assert torch.equal(value, again[name]), name
     assert [a.to_dict() for a in full_archs] == [a.to_dict() for a in resumed_archs]
+
+
+def test_the_kernel_setting_is_validated_by_name():
+    from dnas_core.config.runspec import resolve
+    from dnas_core.plugins.registry import make_registry
+    from dnas_dlrm import plugin
+
+    registry = make_registry([plugin], entry_points=False)
+    assert resolve(registry, "dlrm").domain_settings.embedding_kernel == "auto"
+    with pytest.raises(ConfigError, match=r"domain\.embedding_kernel.*'auto'.*'fbgemm'"):
+        resolve(registry, "dlrm", overrides=["domain.embedding_kernel=cuda"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Part = Literal["bottom_mlp", "top_mlp", "emb_dim", "emb_card"]
+EmbeddingKernel = Literal["auto", "torch", "fbgemm"]
 
 
 @dataclass
@@ -57,7 +58,7 @@ class DlrmSettings:
     #: gradients, any sparse-capable optimizer, any device), or ``auto``: fbgemm when
     #: ``fbgemm_gpu`` imports, the search runs on the CPU and the tables' optimizer has a
     #: fused counterpart, else torch
-    embedding_kernel: Literal["auto", "torch", "fbgemm"] = "auto"
+    embedding_kernel: EmbeddingKernel = "auto"
 
     def __post_init__(self) -> None:
         if not self.search:

@@ -149,6 +149,8 @@ class TbeEmbeddings(nn.Module):
         self.register_buffer("offsets", torch.tensor(local).view(shape) + base,
                              persistent=False)
         self.register_buffer("modulus", torch.tensor(sizes).view(shape), persistent=False)
+        self.register_buffer("no_grad", torch.zeros(len(sizes), dtype=torch.int),
+                             persistent=False)
         self.trainable = True
 
     @property
@@ -163,17 +165,23 @@ class TbeEmbeddings(nn.Module):
             raise RuntimeError("the fbgemm tables' weight no longer shares the TBE's storage "
                                "(moved off the CPU, or loaded with assign=True)")
         batch, features = ids.shape
-        rows = torch.remainder(ids.unsqueeze(-1), self.modulus)
         if weights is not None:
             weights = weights.to(torch.float32)
         if self.trainable or not torch.is_grad_enabled():
-            flat = (rows + self.local).transpose(0, 1).reshape(-1)  # feature-major bags
+            # feature-major bags, computed in that order (no copy of the index to reorder)
+            by_feature = ids.t().contiguous().unsqueeze(-1)  # (features, batch, 1)
+            flat = (torch.remainder(by_feature, self.modulus.unsqueeze(1))
+                    + self.local.unsqueeze(1)).view(-1)
             bags = torch.arange(0, flat.numel() + 1, self.n_options, device=flat.device)
             per_sample = None if weights is None else weights.transpose(0, 1).reshape(-1)
-            out = self.tbe(flat, bags, per_sample)  # (batch, features * dim)
+            # fbgemm computes the weights' gradient unless told per feature that none is
+            # wanted (weights chunks: theta frozen), and that costs as much as the update
+            wanted = None if weights is None or weights.requires_grad else self.no_grad
+            out = self.tbe(flat, bags, per_sample, feature_requires_grad=wanted)
             return out.view(batch, features, self.dim)
         # architecture chunks: the same rows through torch's kernel, so theta's gradient
         # reaches the weights while nothing reaches (and steps) the tables
+        rows = torch.remainder(ids.unsqueeze(-1), self.modulus)
         index = (rows + self.offsets).view(-1, self.n_options)
         out = F.embedding_bag(index, self.weight, mode="sum", per_sample_weights=(
             None if weights is None else weights.reshape(-1, self.n_options)))
