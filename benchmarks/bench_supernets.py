@@ -374,7 +374,8 @@ def lookups_only(args) -> None:
     if fbgemm_available():
         bag = variants["fused, embedding_bag"]
         variants["fbgemm TBE, fused SGD"] = TbeEmbeddings(
-            bag.sizes, bag.dim, bag.weight, fused_optimizer(SGD, "bench", "fbgemm tables"))
+            bag.sizes, bag.dim, bag.weight.detach().clone(),
+            fused_optimizer(SGD, "bench", "fbgemm tables"))
     trainers = {k: TableTrainer(m, rows, args.batch, hashed=True) for k, m in variants.items()}
     everything = {"plain": plain, **trainers}
     for trainer in everything.values():

@@ -48,7 +48,8 @@ def tables_and_batch(seed: int = 0):
 
 def fused(hashed: HashedEmbeddings, name: str, lr: float) -> tbe.TbeEmbeddings:
     optimizer = tbe.FusedOptimizer(name, lr, 1.0, tbe.ADAGRAD_EPS)
-    return tbe.TbeEmbeddings(hashed.sizes, hashed.dim, hashed.weight, optimizer)
+    return tbe.TbeEmbeddings(hashed.sizes, hashed.dim, hashed.weight.detach().clone(),
+                             optimizer)
 
 
 def test_forward_and_theta_gradient_equal_the_torch_path():
@@ -115,6 +116,7 @@ def test_auto_fuses_sgd_and_adagrad_tables_and_keeps_their_weights():
     tables = net.embeddings.tables
     assert isinstance(tables, tbe.TbeEmbeddings) and tables.optimizer.eps == 1e-8
     assert torch.equal(tables.weight, weight)
+    assert tables.weight.data_ptr() == tables.tbe.weights_host.data_ptr()
     assert net.weight_param_groups()["embeddings"] == []
     assert {"embeddings.tables.weight", "embeddings.tables.sum"} <= set(net.state_dict())
     part.set_epoch(2.0)  # the group's own schedule: 0.05 * 0.5 ** 2, kept in float32

@@ -92,7 +92,7 @@ def fused_optimizer(optimizer: OptimizerSettings, where: str, what: str
     return FusedOptimizer(group.name, group.lr, group.lr_decay, eps)
 
 
-def _tbe(rows: list[int], dim: int, optimizer: FusedOptimizer) -> Any:
+def _tbe(rows: list[int], dim: int, optimizer: FusedOptimizer, weights: Tensor) -> Any:
     from fbgemm_gpu.split_embedding_configs import EmbOptimType
     from fbgemm_gpu.split_table_batched_embeddings_ops_common import (
         BoundsCheckMode,
@@ -109,7 +109,7 @@ def _tbe(rows: list[int], dim: int, optimizer: FusedOptimizer) -> Any:
         optimizer=getattr(EmbOptimType, optimizer.fbgemm_name),
         learning_rate=optimizer.lr, eps=optimizer.eps, weight_decay=0.0,
         pooling_mode=PoolingMode.SUM, bounds_check_mode=BoundsCheckMode.NONE,
-        device="cpu")
+        device="cpu", preallocated_host_buffers={"weights": weights})
 
 
 class TbeEmbeddings(nn.Module):
@@ -117,7 +117,9 @@ class TbeEmbeddings(nn.Module):
 
     ``sizes[j]`` lists feature j's candidate tables (one entry: a plain table); an id is
     looked up at ``id mod size`` in each. ``weight`` (all tables, feature by feature,
-    candidate by candidate) is copied in. ``forward(ids, weights)`` takes ids
+    candidate by candidate) is taken over, not copied: the TBE keeps its storage, so
+    replacing a module by this one never holds the tables twice (at Criteo Kaggle's
+    sizes, 4.8 GB each). ``forward(ids, weights)`` takes ids
     (batch, features) and weights (batch, features, candidates), or None for plain
     tables, and returns (batch, features, dim).
     """
@@ -131,13 +133,14 @@ class TbeEmbeddings(nn.Module):
         self.n_options = len(sizes[0])
         self.optimizer = optimizer
         per_feature = [sum(s) for s in sizes]
-        tbe = _tbe(per_feature, self.dim, optimizer)
+        if weight.shape != (sum(per_feature), self.dim) or not weight.is_contiguous():
+            raise ValueError(f"weight must be contiguous ({sum(per_feature)}, {self.dim}), "
+                             f"got {tuple(weight.shape)}")
+        tbe = _tbe(per_feature, self.dim, optimizer, weight.detach().view(-1))
         object.__setattr__(self, "tbe", tbe)  # its parameters are not the engine's
         starts = torch.tensor([0, *per_feature[:-1]]).cumsum(0) * self.dim
         if not torch.equal(tbe.weights_offsets.cpu(), starts):
             raise RuntimeError("fbgemm laid the tables out differently than expected")
-        with torch.no_grad():
-            tbe.weights_host.copy_(weight.detach().reshape(-1))
         # buffers sharing the TBE's storage: checkpoints save them, load copies into them
         self.register_buffer("weight", tbe.weights_host.detach().view(-1, self.dim))
         if optimizer.name == "Adagrad":
