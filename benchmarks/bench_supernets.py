@@ -29,7 +29,11 @@ and the FC-of-FC space also with ``mlp_recompute``. ``--kaggle-memory`` trains t
 emb_card supernet and the plain model at Criteo Kaggle's full cardinalities (dim 32,
 Adagrad tables and Adam MLPs, as the defaults) and prints both peaks.
 
-Timings interleave the two models' steps and keep each one's fastest step, so that other
+``--card-phases`` also prints where the emb_card step's time goes (the Gumbel sampling,
+each forward part, loss and cost term, backward, clipping, optimizer step) for those four
+models, as a markdown table.
+
+Timings interleave the models' steps and keep each one's fastest step, so that other
 processes on a shared machine disturb the ratios as little as possible.
 
 Cardinalities are Criteo Kaggle's, capped at ``--max-rows`` (default 20,000) so that the
@@ -37,6 +41,7 @@ run fits in memory. Ids are random.
 
     python benchmarks/bench_supernets.py [--threads 1] [--spaces emb_card] [--batch 2048]
         [--steps 6] [--mlp-steps 3] [--sizes small,paper] [--no-memory] [--kaggle-memory]
+        [--card-phases]
 """
 
 from __future__ import annotations
@@ -149,20 +154,52 @@ class Trainer:
         self.cost_loss = CostLoss("additive", COST_COEF)
         self.calls = 0
 
-    def step(self) -> float:
-        """One step; returns its wall time in seconds."""
+    def step(self, laps: Laps | None = None) -> float:
+        """One step; returns its wall time in seconds (and adds its phases to ``laps``)."""
         inputs, labels = self.batches[self.calls % len(self.batches)]
         self.calls += 1
         self.model.train()
         start = time.perf_counter()
+        lap = laps.start(start) if laps is not None else (lambda name: None)
         loss = self.loss_fn(self.model(inputs), labels)
         if self.cost is not None:
             loss = self.cost_loss(loss, self.cost.expected(self.model))
+        lap("loss + cost term")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lap("backward (fbgemm: with the tables' update)")
         clip_grad_norm(self.params, CLIP)
+        lap("gradient clipping (torch: coalescing)")
         self.optimizer.step()
+        lap("optimizer step")
         return time.perf_counter() - start
+
+
+class Laps:
+    """Wall time of a step's phases, each phase closed by ``lap(name)``; the forward's
+    parts are closed by hooks on the DLRM's four parts (:meth:`watch`)."""
+
+    FORWARD = {"bottom_mlp": "bottom MLP forward", "embeddings": "lookup forward",
+               "interaction": "interaction forward", "top_mlp": "top MLP forward"}
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.last = 0.0
+
+    def start(self, now: float) -> Callable[[str], None]:
+        self.last = now
+        return self.lap
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def watch(self, model: nn.Module) -> None:
+        """Everything before the bottom MLP (a supernet's Gumbel sampling) is one phase."""
+        model.bottom_mlp.register_forward_pre_hook(lambda *_: self.lap("Gumbel sampling"))
+        for part, name in self.FORWARD.items():
+            getattr(model, part).register_forward_hook(lambda *_, n=name: self.lap(n))
 
 
 def supernet_trainer(supernet, settings: DlrmSettings, batch: int, rows: list[int],
@@ -316,7 +353,7 @@ def compare(space: str, args, size: str = "paper", swap: Callable[[nn.Module], N
             trainers.append(Trainer(plain_tbe, list(plain_tbe.parameters()), args.batch, rows))
     speeds = throughputs(trainers, args.warmup, steps)
     super_sps, plain_sps = speeds[:2]
-    kernel = (" fbgemm" if fused else " torch") if space == "emb_card" else ""
+    kernel = " fbgemm" if fused else (" torch" if space == "emb_card" else "")
     name = f"{label or space} ({size} MLPs){kernel}"
     memory = ""
     if args.memory and swap is None:
@@ -393,6 +430,42 @@ def lookups_only(args) -> None:
               flush=True)
 
 
+def card_phases(args) -> None:
+    """Where the time of the emb_card step goes (small MLPs): each phase's fastest of
+    ``--steps`` interleaved steps of the four models, as a markdown table."""
+    settings = settings_for("emb_card", args.max_rows, "small")
+    shipped, plain = models_for("emb_card", settings, KAGGLE)
+    on_torch, plain_tbe = models_for("emb_card", settings_for(
+        "emb_card", args.max_rows, "small", kernel="torch"), KAGGLE)
+    rows = list(shipped.rows)
+    trainers = {"supernet, torch tables": supernet_trainer(on_torch, settings, args.batch, rows),
+                "supernet as shipped": supernet_trainer(shipped, settings, args.batch, rows),
+                "plain as shipped": Trainer(plain, list(plain.parameters()), args.batch, rows)}
+    if isinstance(shipped.embeddings.tables, TbeEmbeddings):
+        on_fbgemm(plain_tbe)
+        trainers["plain, fbgemm tables"] = Trainer(plain_tbe, list(plain_tbe.parameters()),
+                                                   args.batch, rows)
+    laps = {name: Laps() for name in trainers}
+    for name, trainer in trainers.items():
+        laps[name].watch(trainer.model)
+    best: dict[str, dict[str, float]] = {name: {} for name in trainers}
+    for step in range(args.warmup + args.steps):
+        for name, trainer in trainers.items():
+            laps[name].times = {}
+            trainer.step(laps[name])
+            if step >= args.warmup:
+                for phase, seconds in laps[name].times.items():
+                    best[name][phase] = min(best[name].get(phase, seconds), seconds)
+    print("| phase (ms) | " + " | ".join(trainers) + " |")
+    print("|---|" + "---:|" * len(trainers))
+    phases = list(best["supernet as shipped"])
+    for phase in phases:
+        print(f"| {phase} | " + " | ".join(f"{best[n].get(phase, 0.0) * 1e3:.1f}"
+                                          for n in trainers) + " |")
+    print("| sum | " + " | ".join(f"{sum(best[n].values()) * 1e3:.1f}" for n in trainers)
+          + " |", flush=True)
+
+
 def fcfc_flops(module: nn.Module) -> int:
     """Per-example forward FLOPs of every FC operator of an MLP part."""
     return module_flops(module)
@@ -433,6 +506,8 @@ def main() -> None:
                         help="also the emb_card peak at full Kaggle cardinalities (~10 GB)")
     parser.add_argument("--card-variants", action="store_true",
                         help="also train whole models with the slower cardinality layouts")
+    parser.add_argument("--card-phases", action="store_true",
+                        help="also the emb_card step's phases (small MLPs), a markdown table")
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads is not None:
@@ -461,6 +536,8 @@ def main() -> None:
         if space == "emb_card" and args.card_variants:
             for kind in ("gather", "separate"):
                 compare("emb_card", args, sizes[0], card_layout(kind), f"emb_card ({kind})")
+    if args.card_phases:
+        card_phases(args)
     if "mlp" in spaces and args.memory:
         fcfc_memory(args)
     if args.kaggle_memory:
