@@ -20,8 +20,8 @@ from dnas_dlrm.models import build_supernet, tbe
 from dnas_dlrm.models.emb_card import HashedEmbeddings
 from dnas_dlrm.settings import DlrmSettings
 
-pytestmark = pytest.mark.skipif(not tbe.fbgemm_available(),
-                                reason="fbgemm_gpu does not import (the distributed extra)")
+needs_fbgemm = pytest.mark.skipif(not tbe.fbgemm_available(),
+                                  reason="fbgemm_gpu does not import (the distributed extra)")
 
 ROWS = [300, 40, 7, 1]
 FRACTIONS = [1.0, 0.1, 0.01]
@@ -52,6 +52,7 @@ def fused(hashed: HashedEmbeddings, name: str, lr: float) -> tbe.TbeEmbeddings:
                              optimizer)
 
 
+@needs_fbgemm
 def test_forward_and_theta_gradient_equal_the_torch_path():
     hashed, ids, weights, grad_out = tables_and_batch()
     fbgemm = fused(hashed, "SGD", 0.0)  # lr 0: the backward leaves the tables as they are
@@ -65,6 +66,7 @@ def test_forward_and_theta_gradient_equal_the_torch_path():
     torch.testing.assert_close(w_fbgemm.grad, w_torch.grad, rtol=1e-5, atol=1e-6)
 
 
+@needs_fbgemm
 @pytest.mark.parametrize("name", ["SGD", "Adagrad"])
 def test_one_fused_step_equals_torchs_sparse_step(name):
     hashed, ids, weights, grad_out = tables_and_batch(1)
@@ -82,6 +84,7 @@ def test_one_fused_step_equals_torchs_sparse_step(name):
         torch.testing.assert_close(fbgemm.sum, sums, rtol=1e-5, atol=1e-7)
 
 
+@needs_fbgemm
 def test_architecture_chunks_leave_the_tables_alone():
     hashed, ids, weights, grad_out = tables_and_batch(2)
     fbgemm = fused(hashed, "Adagrad", 0.5)
@@ -108,6 +111,7 @@ def adagrad_tables(**args) -> OptimizerSettings:
         "embeddings": GroupSchedule(optimizer="Adagrad", lr=0.05, args=args or None)})
 
 
+@needs_fbgemm
 def test_auto_fuses_sgd_and_adagrad_tables_and_keeps_their_weights():
     net = supernet()
     weight = net.embeddings.tables.weight.detach().clone()
@@ -135,6 +139,7 @@ def test_auto_keeps_torch_for_other_optimizers_or_without_fbgemm(monkeypatch):
     assert isinstance(net.embeddings.tables, HashedEmbeddings)
 
 
+@needs_fbgemm
 def test_fbgemm_kernel_refuses_what_it_cannot_run(monkeypatch):
     with pytest.raises(ConfigError, match=r"groups\.embeddings\.optimizer.*not 'Adam'"):
         supernet("fbgemm").fuse_optimizer(OptimizerSettings("Adam", lr=1e-3), WHERE)
@@ -145,6 +150,7 @@ def test_fbgemm_kernel_refuses_what_it_cannot_run(monkeypatch):
         supernet("fbgemm").fuse_optimizer(adagrad_tables(), WHERE)
 
 
+@needs_fbgemm
 def test_state_dict_round_trip_restores_tables_and_sums():
     net = supernet()
     net.fuse_optimizer(adagrad_tables(), WHERE)
@@ -187,6 +193,7 @@ def search(run_dir, table):
                          device=torch.device("cpu"), run_dir=run_dir)
 
 
+@needs_fbgemm
 def test_fused_search_resumes_bit_exactly(tmp_path):
     from dnas_dlrm.data import CriteoArrays, generate
 
