@@ -124,6 +124,13 @@ class TbeEmbeddings(nn.Module):
     tables, and returns (batch, features, dim).
     """
 
+    tbe: Any
+    weight: Tensor
+    local: Tensor
+    offsets: Tensor
+    modulus: Tensor
+    no_grad: Tensor
+
     def __init__(self, sizes: list[list[int]], dim: int, weight: Tensor,
                  optimizer: FusedOptimizer):
         super().__init__()
