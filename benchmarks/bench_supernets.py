@@ -8,8 +8,12 @@ weights phase: theta frozen, Gumbel-soft sampling) for:
   layouts: one fused table with ``embedding_bag`` + per-sample weights (what the package
   uses), one fused table with ``embedding`` + a batched weighted sum, and one separate
   table per feature and option (the paper's layout), against the plain fused table;
-* emb_card supernet vs plain DLRM with full tables (``--card-variants``: also whole
-  supernets with the two other layouts);
+* emb_card supernet vs plain DLRM with full tables, the supernet as shipped
+  (``domain.embedding_kernel: auto``: fbgemm's TBE with the table optimizer fused into
+  the backward when fbgemm_gpu imports) against the plain model as shipped (torch
+  tables) and, when fbgemm is used, also against the plain model on the same fbgemm
+  kernel, and the supernet on the torch kernel: four models interleaved in one run
+  (``--card-variants``: also whole supernets with the two other torch layouts);
 * FC-of-FC MLP supernet vs plain DLRM with the largest MLPs, and the ratio of the measured
   time per example to what the operators' FLOPs predict:
   (t_super / t_plain) x (FLOPs_plain / FLOPs_super), 1.0 = no overhead beyond FLOPs;
@@ -25,14 +29,19 @@ and the FC-of-FC space also with ``mlp_recompute``. ``--kaggle-memory`` trains t
 emb_card supernet and the plain model at Criteo Kaggle's full cardinalities (dim 32,
 Adagrad tables and Adam MLPs, as the defaults) and prints both peaks.
 
-Timings interleave the two models' steps and keep each one's fastest step, so that other
+``--card-phases`` also prints where the emb_card step's time goes (the Gumbel sampling,
+each forward part, loss and cost term, backward, clipping, optimizer step) for those four
+models, as a markdown table.
+
+Timings interleave the models' steps and keep each one's fastest step, so that other
 processes on a shared machine disturb the ratios as little as possible.
 
 Cardinalities are Criteo Kaggle's, capped at ``--max-rows`` (default 20,000) so that the
 run fits in memory. Ids are random.
 
-    python benchmarks/bench_supernets.py [--batch 2048] [--steps 6] [--mlp-steps 3]
-        [--sizes small,paper] [--no-memory] [--kaggle-memory]
+    python benchmarks/bench_supernets.py [--threads 1] [--spaces emb_card] [--batch 2048]
+        [--steps 6] [--mlp-steps 3] [--sizes small,paper] [--no-memory] [--kaggle-memory]
+        [--card-phases]
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from dnas_core.config.settings import GroupSchedule, OptimizerSettings
 from dnas_core.engine.cost import CostLoss, CostModel
 from dnas_core.engine.memory import on_meta
 from dnas_core.engine.optim import clip_grad_norm
@@ -55,7 +65,8 @@ from dnas_dlrm.models import build_sampled, build_supernet, cost_models, default
 from dnas_dlrm.models.backbone import FusedEmbedding, init_embedding_rows, module_flops
 from dnas_dlrm.models.emb_card import HashedEmbeddings, hash_sizes
 from dnas_dlrm.models.fcfc import FcOfFc
-from dnas_dlrm.settings import DlrmSettings
+from dnas_dlrm.models.tbe import TbeEmbeddings, fbgemm_available, fused_optimizer
+from dnas_dlrm.settings import DlrmSettings, EmbeddingKernel
 
 KAGGLE = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
           27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572]
@@ -63,6 +74,11 @@ N_DENSE = 13
 BIG = [1024, 1024, 1024]
 CLIP = 100.0  # the defaults' search.clip_grad_norm
 COST_COEF = 0.01  # the defaults' search.cost.coef
+LR = 0.1  # the timed models' SGD
+#: the weights optimizers the fused tables take their own from, as a search does
+SGD = OptimizerSettings("SGD", lr=LR)
+DEFAULTS = OptimizerSettings("Adam", lr=1e-3, groups={
+    "embeddings": GroupSchedule(optimizer="Adagrad", lr=0.05)})
 #: the MLP shapes of each size: fixed hidden layers, then the FC-of-FC space
 MLP_SIZES = {"small": ([256, 128], [64, 128, 256, 512], 4),  # the package's defaults
              "paper": (BIG, [128, 256, 512, 1024], 5)}  # the paper's Table II
@@ -92,14 +108,14 @@ class SeparateHashedEmbeddings(nn.Module):
 
 
 def settings_for(space: str, max_rows: int | None, size: str = "paper",
-                 recompute: bool = False) -> DlrmSettings:
+                 recompute: bool = False, kernel: EmbeddingKernel = "auto") -> DlrmSettings:
     hidden, options, layers = MLP_SIZES[size]
     search = {"emb_dim": ["emb_dim"], "emb_card": ["emb_card"],
               "mlp": ["bottom_mlp", "top_mlp"]}.get(
         space, ["emb_dim", "emb_card", "bottom_mlp", "top_mlp"])
     return DlrmSettings(search=search, embedding_dim=32, max_rows=max_rows, bottom_mlp=hidden,
                         top_mlp=hidden, mlp_size_options=options, mlp_max_layers=layers,
-                        mlp_recompute=recompute)
+                        mlp_recompute=recompute, embedding_kernel=kernel)
 
 
 def largest_spec(supernet: nn.Module, settings: DlrmSettings) -> dict:
@@ -129,7 +145,7 @@ class Trainer:
     when a cost model is given), backward, gradient clipping, the optimizer step."""
 
     def __init__(self, model: nn.Module, params: list[nn.Parameter], batch: int,
-                 rows: list[int], lr: float = 0.1, cost: CostModel | None = None,
+                 rows: list[int], lr: float = LR, cost: CostModel | None = None,
                  optimizer: torch.optim.Optimizer | None = None):
         self.model, self.batch, self.params, self.cost = model, batch, params, cost
         self.optimizer = optimizer or torch.optim.SGD(params, lr=lr)
@@ -138,27 +154,61 @@ class Trainer:
         self.cost_loss = CostLoss("additive", COST_COEF)
         self.calls = 0
 
-    def step(self) -> float:
-        """One step; returns its wall time in seconds."""
+    def step(self, laps: Laps | None = None) -> float:
+        """One step; returns its wall time in seconds (and adds its phases to ``laps``)."""
         inputs, labels = self.batches[self.calls % len(self.batches)]
         self.calls += 1
         self.model.train()
         start = time.perf_counter()
+        lap = laps.start(start) if laps is not None else (lambda name: None)
         loss = self.loss_fn(self.model(inputs), labels)
         if self.cost is not None:
             loss = self.cost_loss(loss, self.cost.expected(self.model))
+        lap("loss + cost term")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lap("backward (fbgemm: with the tables' update)")
         clip_grad_norm(self.params, CLIP)
+        lap("gradient clipping (torch: coalescing)")
         self.optimizer.step()
+        lap("optimizer step")
         return time.perf_counter() - start
+
+
+class Laps:
+    """Wall time of a step's phases, each phase closed by ``lap(name)``; the forward's
+    parts are closed by hooks on the DLRM's four parts (:meth:`watch`)."""
+
+    FORWARD = {"bottom_mlp": "bottom MLP forward", "embeddings": "lookup forward",
+               "interaction": "interaction forward", "top_mlp": "top MLP forward"}
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.last = 0.0
+
+    def start(self, now: float) -> Callable[[str], None]:
+        self.last = now
+        return self.lap
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def watch(self, model: nn.Module) -> None:
+        """Everything before the bottom MLP (a supernet's Gumbel sampling) is one phase."""
+        model.bottom_mlp.register_forward_pre_hook(lambda *_: self.lap("Gumbel sampling"))
+        for part, name in self.FORWARD.items():
+            getattr(model, part).register_forward_hook(lambda *_, n=name: self.lap(n))
 
 
 def supernet_trainer(supernet, settings: DlrmSettings, batch: int, rows: list[int],
                      optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
                      ) -> Trainer:
-    """Weights phase as the search runs it: theta frozen, per-example Gumbel weights, the
-    domain's default cost in the loss."""
+    """Weights phase as the search runs it: the tables fused as the domain's
+    ``embedding_kernel`` says (taking their optimizer from the one timed), theta frozen,
+    per-example Gumbel weights, the domain's default cost in the loss."""
+    supernet.fuse_optimizer(DEFAULTS if optimizer is adagrad_adam else SGD, "bench")
     supernet.sample_soft(1.0, torch.Generator().manual_seed(0))
     for p in supernet.arch_parameters():
         p.requires_grad_(False)
@@ -182,7 +232,8 @@ def adagrad_adam(model: nn.Module) -> torch.optim.Optimizer:
     tables = [p for n, p in model.named_parameters() if "embeddings" in n]
     dense = [p for n, p in model.named_parameters() if "embeddings" not in n
              and p.requires_grad]
-    return _Both(torch.optim.Adagrad(tables, lr=0.05), torch.optim.Adam(dense, lr=1e-3))
+    adam = torch.optim.Adam(dense, lr=1e-3)  # fused tables have their Adagrad inside
+    return _Both(torch.optim.Adagrad(tables, lr=0.05), adam) if tables else adam
 
 
 class _Both(torch.optim.Optimizer):
@@ -239,24 +290,47 @@ def peak_of(job: str, args) -> dict:
 
 def measured_peak(job: str, args) -> float:
     """The peak of ``job`` in a fresh process, so models never share an allocator."""
+    threads = [] if args.threads is None else ["--threads", str(args.threads)]
     done = subprocess.run([sys.executable, __file__, "--peak-of", job, "--batch",
-                           str(args.batch), "--max-rows", str(args.max_rows)],
+                           str(args.batch), "--max-rows", str(args.max_rows), *threads],
                           capture_output=True, text=True, check=True)
     return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_gib"])
 
 
-def paired_throughput(a: Trainer, b: Trainer, warmup: int, steps: int) -> tuple[float, float]:
-    """Samples/s of two models, their steps interleaved and each timed by its fastest step:
-    other processes on a shared machine only ever slow a step down, so the minimum is the
-    least disturbed estimate, and interleaving exposes both models to the same load."""
+def throughputs(trainers: list[Trainer], warmup: int, steps: int) -> list[float]:
+    """Samples/s of several models, their steps interleaved and each timed by its fastest
+    step: other processes on a shared machine only ever slow a step down, so the minimum
+    is the least disturbed estimate, and interleaving exposes all to the same load."""
     for _ in range(warmup):
-        a.step()
-        b.step()
-    times_a, times_b = [], []
+        for trainer in trainers:
+            trainer.step()
+    times: list[list[float]] = [[] for _ in trainers]
     for _ in range(steps):
-        times_a.append(a.step())
-        times_b.append(b.step())
-    return a.batch / min(times_a), b.batch / min(times_b)
+        for trainer, kept in zip(trainers, times):
+            kept.append(trainer.step())
+    return [trainer.batch / min(kept) for trainer, kept in zip(trainers, times)]
+
+
+class TbePlainTables(nn.Module):
+    """A plain model's tables on the fbgemm kernel (a bag of one row per feature, no
+    per-sample weights), the optimizer fused as the supernet's: a fair second baseline."""
+
+    def __init__(self, tables: FusedEmbedding, optimizer: OptimizerSettings):
+        super().__init__()
+        self.tables = TbeEmbeddings([[r] for r in tables.rows], tables.dim, tables.weight,
+                                    fused_optimizer(optimizer, "bench", "fbgemm tables"))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.tables(ids)
+
+
+def on_fbgemm(plain: nn.Module) -> nn.Module:
+    """The plain model with its (one-width) tables moved to the fbgemm kernel."""
+    groups = plain.embeddings.groups
+    if len(groups) != 1:
+        raise ValueError("the fbgemm baseline needs tables of one width")
+    plain.embeddings = TbePlainTables(groups[0], SGD)
+    return plain
 
 
 def compare(space: str, args, size: str = "paper", swap: Callable[[nn.Module], None] | None = None,
@@ -267,16 +341,32 @@ def compare(space: str, args, size: str = "paper", swap: Callable[[nn.Module], N
         swap(supernet)
     rows = list(supernet.rows)
     steps = args.mlp_steps if space in ("mlp", "joint") else args.steps
-    super_sps, plain_sps = paired_throughput(
-        supernet_trainer(supernet, settings, args.batch, rows),
-        Trainer(plain, list(plain.parameters()), args.batch, rows), args.warmup, steps)
-    name = f"{label or space} ({size} MLPs)"
+    trainers = [supernet_trainer(supernet, settings, args.batch, rows),
+                Trainer(plain, list(plain.parameters()), args.batch, rows)]
+    fused = isinstance(supernet.embeddings.tables, TbeEmbeddings)
+    if space == "emb_card" and swap is None:  # the kernels' four models, in one run
+        torch_net, plain_tbe = models_for(space, settings_for(space, args.max_rows, size,
+                                                              kernel="torch"), KAGGLE)
+        trainers.append(supernet_trainer(torch_net, settings, args.batch, rows))
+        if fused:
+            on_fbgemm(plain_tbe)
+            trainers.append(Trainer(plain_tbe, list(plain_tbe.parameters()), args.batch, rows))
+    speeds = throughputs(trainers, args.warmup, steps)
+    super_sps, plain_sps = speeds[:2]
+    kernel = " fbgemm" if fused else (" torch" if space == "emb_card" else "")
+    name = f"{label or space} ({size} MLPs){kernel}"
     memory = ""
     if args.memory and swap is None:
         peaks = [measured_peak(f"{space}:{size}:{m}", args) for m in ("supernet", "plain")]
         memory = f"   peak {peaks[0]:5.2f} GiB vs {peaks[1]:5.2f} GiB"
     print(f"{name:<34} supernet {super_sps:8.0f} /s   plain {plain_sps:8.0f} /s   "
           f"ratio {super_sps / plain_sps:5.2f}x{memory}", flush=True)
+    if len(speeds) > 2:
+        print(f"{'':<34} supernet on torch tables {speeds[2]:8.0f} /s: "
+              f"{speeds[2] / plain_sps:5.2f}x of plain", flush=True)
+    if len(speeds) > 3:
+        print(f"{'':<34} plain on fbgemm tables   {speeds[3]:8.0f} /s: supernet "
+              f"{super_sps / speeds[3]:5.2f}x of it", flush=True)
     return super_sps, plain_sps, supernet, plain
 
 
@@ -285,7 +375,8 @@ class TableTrainer:
 
     def __init__(self, module: nn.Module, rows: list[int], batch: int, hashed: bool):
         self.module, self.batch, self.hashed = module, batch, hashed
-        self.optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+        params = list(module.parameters())  # none: fbgemm's tables step themselves
+        self.optimizer = torch.optim.SGD(params, lr=LR) if params else None
         gen = torch.Generator().manual_seed(0)
         self.ids = [torch.stack([torch.randint(0, c, (batch,), generator=gen) for c in rows], 1)
                     for _ in range(4)]
@@ -298,9 +389,11 @@ class TableTrainer:
         self.calls += 1
         start = time.perf_counter()
         out = self.module(ids, self.weights) if self.hashed else self.module(ids)
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
         out.sum().backward()
-        self.optimizer.step()
+        if self.optimizer is not None:
+            self.optimizer.step()
         return time.perf_counter() - start
 
 
@@ -315,6 +408,11 @@ def lookups_only(args) -> None:
         "fused, gather + bmm": HashedEmbeddings(rows, fractions, 32, True, mode="gather"),
         "separate tables": SeparateHashedEmbeddings(rows, fractions, 32, True),
     }
+    if fbgemm_available():
+        bag = variants["fused, embedding_bag"]
+        variants["fbgemm TBE, fused SGD"] = TbeEmbeddings(
+            bag.sizes, bag.dim, bag.weight.detach().clone(),
+            fused_optimizer(SGD, "bench", "fbgemm tables"))
     trainers = {k: TableTrainer(m, rows, args.batch, hashed=True) for k, m in variants.items()}
     everything = {"plain": plain, **trainers}
     for trainer in everything.values():
@@ -330,6 +428,42 @@ def lookups_only(args) -> None:
         best = min(times[name])
         print(f"{'':<28} {name:<22} {best * 1e3:6.1f} ms/step ({best / base:4.2f}x plain)",
               flush=True)
+
+
+def card_phases(args) -> None:
+    """Where the time of the emb_card step goes (small MLPs): each phase's fastest of
+    ``--steps`` interleaved steps of the four models, as a markdown table."""
+    settings = settings_for("emb_card", args.max_rows, "small")
+    shipped, plain = models_for("emb_card", settings, KAGGLE)
+    on_torch, plain_tbe = models_for("emb_card", settings_for(
+        "emb_card", args.max_rows, "small", kernel="torch"), KAGGLE)
+    rows = list(shipped.rows)
+    trainers = {"supernet, torch tables": supernet_trainer(on_torch, settings, args.batch, rows),
+                "supernet as shipped": supernet_trainer(shipped, settings, args.batch, rows),
+                "plain as shipped": Trainer(plain, list(plain.parameters()), args.batch, rows)}
+    if isinstance(shipped.embeddings.tables, TbeEmbeddings):
+        on_fbgemm(plain_tbe)
+        trainers["plain, fbgemm tables"] = Trainer(plain_tbe, list(plain_tbe.parameters()),
+                                                   args.batch, rows)
+    laps = {name: Laps() for name in trainers}
+    for name, trainer in trainers.items():
+        laps[name].watch(trainer.model)
+    best: dict[str, dict[str, float]] = {name: {} for name in trainers}
+    for step in range(args.warmup + args.steps):
+        for name, trainer in trainers.items():
+            laps[name].times = {}
+            trainer.step(laps[name])
+            if step >= args.warmup:
+                for phase, seconds in laps[name].times.items():
+                    best[name][phase] = min(best[name].get(phase, seconds), seconds)
+    print("| phase (ms) | " + " | ".join(trainers) + " |")
+    print("|---|" + "---:|" * len(trainers))
+    phases = list(best["supernet as shipped"])
+    for phase in phases:
+        print(f"| {phase} | " + " | ".join(f"{best[n].get(phase, 0.0) * 1e3:.1f}"
+                                          for n in trainers) + " |")
+    print("| sum | " + " | ".join(f"{sum(best[n].values()) * 1e3:.1f}" for n in trainers)
+          + " |", flush=True)
 
 
 def fcfc_flops(module: nn.Module) -> int:
@@ -354,6 +488,8 @@ def kaggle_memory(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice)")
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per model")
     parser.add_argument("--mlp-steps", type=int, default=3,
@@ -370,8 +506,12 @@ def main() -> None:
                         help="also the emb_card peak at full Kaggle cardinalities (~10 GB)")
     parser.add_argument("--card-variants", action="store_true",
                         help="also train whole models with the slower cardinality layouts")
+    parser.add_argument("--card-phases", action="store_true",
+                        help="also the emb_card step's phases (small MLPs), a markdown table")
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.peak_of:
         print(json.dumps(peak_of(args.peak_of, args)))
         return
@@ -396,6 +536,8 @@ def main() -> None:
         if space == "emb_card" and args.card_variants:
             for kind in ("gather", "separate"):
                 compare("emb_card", args, sizes[0], card_layout(kind), f"emb_card ({kind})")
+    if args.card_phases:
+        card_phases(args)
     if "mlp" in spaces and args.memory:
         fcfc_memory(args)
     if args.kaggle_memory:

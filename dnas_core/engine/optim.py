@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -52,6 +52,34 @@ def check_optimizer(settings: OptimizerSettings, where: str, origins: Origins) -
                                                 f"({args}): {exc}") from None
 
 
+@dataclass(frozen=True)
+class GroupOptimizer:
+    """What one named parameter group is trained with, overrides applied."""
+
+    name: str
+    lr: float
+    lr_decay: float
+    args: dict[str, Any]
+    #: the key a wrong ``name`` is reported under
+    where: str
+
+
+def group_settings(settings: OptimizerSettings, group: str,
+                   where: str = "optimizer") -> GroupOptimizer:
+    """The optimizer, LR, decay and arguments of ``group``: its override in
+    ``settings.groups`` where it gives one, else the base settings."""
+    override = settings.groups.get(group)
+    name = override.optimizer if override and override.optimizer else settings.name
+    args = dict(override.args) if override and override.args is not None \
+        else dict(settings.args)
+    lr = override.lr if override and override.lr is not None else settings.lr
+    decay = (override.lr_decay if override and override.lr_decay is not None
+             else settings.lr_decay)
+    key = (f"{where}.groups.{group}.optimizer" if override and override.optimizer
+           else f"{where}.name")
+    return GroupOptimizer(name, lr, decay, args, key)
+
+
 class OptimizerSet:
     """One optimizer per distinct (name, args) over named parameter groups, stepped as one.
 
@@ -72,16 +100,9 @@ class OptimizerSet:
         for group_name, params in groups.items():
             if not params:
                 continue
-            override = settings.groups.get(group_name)
-            name = (override.optimizer if override and override.optimizer else settings.name)
-            args = dict(settings.args)
-            if override and override.args is not None:
-                args = dict(override.args)
-            lr = override.lr if override and override.lr is not None else settings.lr
-            decay = (override.lr_decay if override and override.lr_decay is not None
-                     else settings.lr_decay)
-            cls_where = (f"{where}.groups.{group_name}.optimizer"
-                         if override and override.optimizer else f"{where}.name")
+            group = group_settings(settings, group_name, where)
+            name, args, lr, decay = group.name, group.args, group.lr, group.lr_decay
+            cls_where = group.where
             optimizer_class(name, cls_where)
             if group_name in sparse_groups and name not in SPARSE_CAPABLE:
                 raise ConfigError(
@@ -147,14 +168,21 @@ def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> torch.Ten
     is within ``max_norm``).
 
     ``torch.nn.utils.clip_grad_norm_`` rejects sparse gradients; a sparse gradient may hold
-    repeated indices, so its norm is taken after coalescing, while scaling in place works on
-    the uncoalesced tensor because scaling is linear. The scale is computed in float64 and
-    rounded once to the gradients' type, as a Python float would be.
+    repeated indices, so its norm is taken after coalescing, and the coalesced gradient
+    replaces the parameter's: the optimizer's sparse step would otherwise coalesce again
+    (Adagrad) or add every repeated row (SGD), which for a supernet's candidate tables
+    cost more than the rest of the step. The scale is computed in float64 and rounded
+    once to the gradients' type, as a Python float would be.
     """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    with_grads = [p for p in params if p.grad is not None]
+    if not with_grads:
         return torch.zeros(())
-    norms = [(g.coalesce()._values() if g.is_sparse else g).norm(2) for g in grads]
+    for p in with_grads:
+        grad = p.grad
+        if grad is not None and grad.is_sparse and not grad.is_coalesced():
+            p.grad = grad.coalesce()
+    grads = [p.grad for p in with_grads if p.grad is not None]
+    norms = [(g._values() if g.is_sparse else g).norm(2) for g in grads]
     total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
     coef = (max_norm / (total.double() + 1e-6)).clamp(max=1.0)
     for g in grads:

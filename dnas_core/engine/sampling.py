@@ -32,7 +32,18 @@ def soft_sample(theta: Tensor, batch_size: int, temperature: float,
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     noise = gumbel_noise((batch_size, *theta.shape), generator, theta.device, theta.dtype)
-    return torch.softmax((theta.unsqueeze(0) + noise) / temperature, dim=-1)
+    return softmax_last((theta.unsqueeze(0) + noise) / temperature)
+
+
+def softmax_last(logits: Tensor) -> Tensor:
+    """``softmax(logits, dim=-1)``, computed with the options as the leading axis.
+
+    A supernet's decisions have a handful of options, and torch's CPU softmax over a
+    short innermost axis runs about 10x slower than over a leading one (4.9 ms against
+    0.5 ms for 2048 x 26 x 4 on one thread); the results agree to float32 rounding.
+    """
+    moved = torch.softmax(logits.movedim(-1, 0), dim=0)
+    return moved.movedim(0, -1).contiguous()
 
 
 def hard_sample(theta: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -84,6 +84,13 @@ class SearchManager:
         if settings.arch_lr_scaling == "steps":
             arch_settings = scale_lrs(arch_settings,
                                       budget.steps_per_epoch / len(self.sources["arch"]))
+        #: weights trained by a plugin's fused optimizer (a distributed search's sharded
+        #: tables have theirs in ``parallel.sharded``)
+        self.fused = (supernet.fuse_optimizer(settings.weights_optimizer,
+                                              "search.weights_optimizer")
+                      if parallel is None else None)
+        if self.fused is not None:
+            print(f"fused weights: {self.fused.summary}", file=sys.stderr, flush=True)
         self.optimizers = {
             "weights": OptimizerSet(settings.weights_optimizer, supernet.weight_param_groups(),
                                     sparse_groups(supernet), "search.weights_optimizer"),
@@ -163,7 +170,7 @@ class SearchManager:
         self.supernet.train()
         self.supernet.sample_soft(tau, self.gumbel)
         self._freeze_for(chunk.kind)
-        sharded = self.parallel.sharded if self.parallel is not None else None
+        sharded = self.parallel.sharded if self.parallel is not None else self.fused
         if sharded is not None:
             sharded.set_trainable(chunk.kind == "weights")
 

@@ -46,7 +46,8 @@ def compiled(module: nn.Module, enabled: bool, where: str) -> Callable[..., Any]
     """The forward of ``module`` through ``torch.compile`` when enabled (sharing its
     parameters), else the module itself; the caller keeps using ``module`` for everything
     else. torch 2.13 cannot compile every model (the sparse backward of ``embedding_bag``,
-    which DLRM's ``emb_card`` tables use, fails): that error names ``where``, the setting."""
+    which DLRM's ``emb_card`` tables use on torch's kernel, fails): that error names
+    ``where``, the setting."""
     return _Compiled(module, where) if enabled else module
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dnas_core.config.settings import OptimizerSettings
 from dnas_core.engine.sampling import hard_sample, most_likely, soft_sample
 
 SamplingMode = Literal["soft", "expected", "fixed"]
@@ -121,6 +122,25 @@ class Decision(nn.Module):
         return weights
 
 
+class FusedPart(Protocol):
+    """Weights a plugin trains with an optimizer fused into their backward pass (e.g.
+    fbgemm's table-batched embeddings) instead of the engine's optimizer.
+
+    They are not parameters of the supernet (the engine neither steps nor clips them),
+    but their values and optimizer state are buffers of it, so a checkpoint of the
+    supernet's ``state_dict`` carries them.
+    """
+
+    #: what runs them, as printed in the trial log
+    summary: str
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Weights chunks train them; architecture chunks must leave them alone."""
+
+    def set_epoch(self, epoch: float) -> None:
+        """Apply the learning-rate schedule of the weights optimizer at this epoch."""
+
+
 class SuperNet(nn.Module):
     """Base class of every supernet: sampling control, parameter sets, architectures.
 
@@ -161,6 +181,13 @@ class SuperNet(nn.Module):
         weight parameter must appear in exactly one group.
         """
         return {"default": self.weight_parameters()}
+
+    def fuse_optimizer(self, settings: OptimizerSettings, where: str) -> FusedPart | None:
+        """Hand some weights to an optimizer fused into their backward pass, as
+        ``settings`` (the weights optimizer, reported under ``where``) says to train
+        them; called once by a single-process search, after the supernet is on its
+        device and before the engine's optimizer is built. None: nothing fused."""
+        return None
 
     # ----- sampling control ---------------------------------------------------------------
     def _apply_state(self) -> None:

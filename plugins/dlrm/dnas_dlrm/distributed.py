@@ -28,30 +28,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dnas_core.config.settings import OptimizerSettings
-from dnas_core.config.validate import ConfigError
 from dnas_core.engine.distributed import DistEnv
+from dnas_dlrm.models import tbe
 from dnas_dlrm.models.emb_card import HashedEmbeddings
 from dnas_dlrm.models.supernet import DlrmSuperNet
-
-#: the optimizers the fused tables can use: torch's name -> fbgemm's exact counterpart
-FUSED = {"SGD": "EXACT_SGD", "Adagrad": "EXACT_ADAGRAD"}
-#: arguments of those optimizers at which the fused update equals torch's
-NEUTRAL = {"momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False,
-           "lr_decay": 0, "initial_accumulator_value": 0, "maximize": False,
-           "foreach": None, "differentiable": False, "fused": None}
-GROUP = "embeddings"
-
-
-def _table_settings(optimizer: OptimizerSettings) -> tuple[str, float, float, dict[str, Any]]:
-    """(name, lr, lr decay, args) of the embeddings group, as OptimizerSet reads them."""
-    override = optimizer.groups.get(GROUP)
-    name = override.optimizer if override and override.optimizer else optimizer.name
-    lr = override.lr if override and override.lr is not None else optimizer.lr
-    decay = (override.lr_decay if override and override.lr_decay is not None
-             else optimizer.lr_decay)
-    args = dict(override.args) if override and override.args is not None \
-        else dict(optimizer.args)
-    return name, lr, decay, args
 
 
 def fused_params(optimizer: OptimizerSettings) -> tuple[dict[str, Any], float, float]:
@@ -62,26 +42,16 @@ def fused_params(optimizer: OptimizerSettings) -> tuple[dict[str, Any], float, f
     does. What differs from a single process: gradient clipping (``clip_grad_norm``)
     leaves the tables out (their gradients never leave the fused kernel), and only
     those two optimizers at their neutral arguments (no momentum, weight decay, LR decay
-    inside Adagrad, or initial accumulator) are accepted.
+    inside Adagrad, or initial accumulator) are accepted (:func:`tbe.fused_optimizer`).
     """
     from fbgemm_gpu.split_embedding_configs import EmbOptimType
 
-    name, lr, decay, args = _table_settings(optimizer)
-    where = f"search.weights_optimizer.groups.{GROUP}"
-    if name not in FUSED:
-        raise ConfigError(f"{where}.optimizer: sharded tables train with TorchRec's fused "
-                          f"optimizers, one of {sorted(FUSED)}, not {name!r}")
-    params: dict[str, Any] = {"optimizer": getattr(EmbOptimType, FUSED[name]),
-                              "learning_rate": lr}
-    for key, value in args.items():
-        if key == "eps" and name == "Adagrad":
-            params["eps"] = float(value)
-        elif NEUTRAL.get(key, object()) != value:
-            raise ConfigError(f"{where}.args: {key}={value!r} has no fused counterpart; "
-                              f"sharded tables take only eps (Adagrad)")
-    if name == "Adagrad":
-        params.setdefault("eps", 1e-10)  # torch's default
-    return params, lr, decay
+    fused = tbe.fused_optimizer(optimizer, "search.weights_optimizer", "sharded tables")
+    params: dict[str, Any] = {"optimizer": getattr(EmbOptimType, fused.fbgemm_name),
+                              "learning_rate": fused.lr}
+    if fused.name == "Adagrad":
+        params["eps"] = fused.eps
+    return params, fused.lr, fused.lr_decay
 
 
 class ShardedLookup(nn.Module):

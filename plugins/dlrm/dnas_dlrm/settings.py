@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Part = Literal["bottom_mlp", "top_mlp", "emb_dim", "emb_card"]
+EmbeddingKernel = Literal["auto", "torch", "fbgemm"]
 
 
 @dataclass
@@ -51,6 +52,13 @@ class DlrmSettings:
     #: less memory for the paper's space at about a third more MLP compute
     mlp_recompute: bool = False
     latency_device: str | None = None
+    #: the kernel of the ``emb_card`` candidate tables in a single-process search:
+    #: ``fbgemm`` (table-batched embeddings, the table optimizer fused into the backward;
+    #: SGD or Adagrad, CPU; docs/training.md), ``torch`` (``embedding_bag`` with sparse
+    #: gradients, any sparse-capable optimizer, any device), or ``auto``: fbgemm when
+    #: ``fbgemm_gpu`` imports, the search runs on the CPU and the tables' optimizer has a
+    #: fused counterpart, else torch
+    embedding_kernel: EmbeddingKernel = "auto"
 
     def __post_init__(self) -> None:
         if not self.search:

@@ -19,7 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnas_core.engine.supernet import Decision, SuperNet
+from dnas_core.config.settings import OptimizerSettings
+from dnas_core.config.validate import ConfigError
+from dnas_core.engine.supernet import Decision, FusedPart, SuperNet
+from dnas_dlrm.models import tbe
 from dnas_dlrm.models.backbone import (
     DotInteraction,
     FusedEmbedding,
@@ -46,7 +49,7 @@ class SearchedEmbeddings(nn.Module):
 
     def __init__(self, tables: FusedEmbedding | HashedEmbeddings, mask: DimMask | None):
         super().__init__()
-        self.tables = tables
+        self.tables: nn.Module = tables  # or what replaces them: fbgemm's, TorchRec's
         self.hashed = isinstance(tables, HashedEmbeddings)  # takes (ids, card weights)
         self.mask = mask
         self.card_weights: Tensor | None = None
@@ -192,6 +195,36 @@ class DlrmSuperNet(SuperNet):
         table_ids = {id(p) for p in tables}
         dense = [p for p in self.weight_parameters() if id(p) not in table_ids]
         return {"embeddings": tables, "dense": dense}
+
+    def fuse_optimizer(self, settings: OptimizerSettings, where: str) -> FusedPart | None:
+        """The ``emb_card`` candidate tables moved into fbgemm's TBE, their optimizer fused
+        into the backward, as ``domain.embedding_kernel`` says (see
+        :mod:`dnas_dlrm.models.tbe`); None leaves them to torch and the engine."""
+        tables = self.embeddings.tables
+        kernel = self.settings.embedding_kernel
+        if kernel == "torch" or not isinstance(tables, HashedEmbeddings):
+            return None
+        required = kernel == "fbgemm"
+        problem = None
+        if tables.weight.device.type != "cpu":
+            problem = f"fbgemm's tables run on the CPU here, this search on {tables.weight.device}"
+        elif not tbe.fbgemm_available():
+            problem = "fbgemm_gpu does not import; install dnas-dlrm[distributed]"
+        if problem is not None:
+            if required:
+                raise ConfigError(f"domain.embedding_kernel: fbgemm: {problem}; or set "
+                                  f"domain.embedding_kernel: torch")
+            return None
+        try:
+            optimizer = tbe.fused_optimizer(settings, where, "fbgemm tables")
+        except ConfigError as error:
+            if required:
+                raise ConfigError(f"{error} (domain.embedding_kernel: fbgemm; torch takes "
+                                  f"any sparse-capable optimizer)") from None
+            return None
+        fused = tbe.TbeEmbeddings(tables.sizes, tables.dim, tables.weight, optimizer)
+        self.embeddings.tables = fused
+        return tbe.FusedTables(fused)
 
     # ----- architectures ----------------------------------------------------------------------
     def reference_choices(self) -> dict[str, Any] | None:
