@@ -157,7 +157,7 @@ def budget_note(kind: str, info: dict[str, Any]) -> str:
         return text + "; the rest was still to come."
     per_arch = info.get("seconds_per_arch") or 0.0
     text += (f", plus {extra} that the supernet's {info['search_seconds']:.0f} s of training "
-             f"would have bought at {per_arch:.1f} s per {name} architecture")
+             f"would have bought at {per_arch:.1f} s per baseline architecture")
     if info.get("extra_wanted", extra) > extra:
         text += (f" ({info['extra_wanted']} wanted; at most {info['n_search'] + extra}, the "
                  f"pool of uniform draws)")

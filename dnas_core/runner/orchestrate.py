@@ -181,8 +181,8 @@ class Coordinator:
     def _top_up(self) -> None:
         """Once a supernet's first architectures are all trained, queue for each baseline
         the architectures its training time would have bought: search seconds / mean
-        seconds of one of that baseline's architectures (over its training grid), at most
-        the size of the pool of uniform draws."""
+        seconds of one baseline architecture (over its training grid; random and TPE ones
+        pooled, so the two get the same number), at most the pool of uniform draws."""
         supernets = self.studies.studies[SUPERNETS]
         pending = {k: v for k, v in supernets.user_attrs.items()
                    if k.startswith(("random:", "tpe:")) and v["extra"] is None}
@@ -191,13 +191,15 @@ class Coordinator:
         trials = self.studies.trials(ARCHITECTURES)
         rows = self.studies.studies[ARCHITECTURES].user_attrs
         grid = max(1, self.studies.experiment.architectures.trial_count())
+        baselines = self.studies.experiment.baselines
         for attr, info in pending.items():
             kind, key = attr.split(":", 1)
             mine = [t for t in trials if t.user_attrs.get("supernet") == key]
             if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in mine):
                 continue
+            # both baselines' first architectures: random and TPE get the same count
             seconds = [rows[f"row:{t.number}"]["train_seconds"] for t in mine
-                       if t.user_attrs.get("role") == kind and f"row:{t.number}" in rows
+                       if t.user_attrs.get("role") in baselines and f"row:{t.number}" in rows
                        and rows[f"row:{t.number}"].get("status") == "ok"]
             per_arch = statistics.fmean(seconds) * grid if seconds else 0.0
             wanted = round(info["search_seconds"] / per_arch) if per_arch > 0 else 0

@@ -100,16 +100,20 @@ def test_startup_and_names():
 
 def test_tpe_baseline_end_to_end(tmp_path, toy_registry):
     plan = plan_experiment(toy_registry, plugin="toy", overrides=overrides(SMALL))
-    plan.baseline = "tpe"
+    plan.baseline = "random,tpe"
     run_dir = tmp_path / "run"
     summary = run_experiment(run_dir, plan, PoolSettings(["cpu"]))
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert {r["role"] for r in rows} == {"search", "tpe"}  # no random search was asked for
+    assert {r["role"] for r in rows} == {"search", "random", "tpe"}
     asked = sorted((r for r in rows if r["role"] == "tpe"), key=lambda r: r["tpe_trial"])
     studies = Studies(default_storage(run_dir))
-    (info,) = [v for k, v in studies.studies[SUPERNETS].user_attrs.items()
-               if k.startswith("tpe:")]
+    budgets = {k.split(":")[0]: v for k, v in studies.studies[SUPERNETS].user_attrs.items()
+               if k.startswith(("tpe:", "random:"))}
+    info = budgets["tpe"]
     assert len(asked) == info["n_search"] + info["extra"] >= 1
+    # the same budget as random search: one mean over both baselines' first architectures
+    assert info["seconds_per_arch"] == budgets["random"]["seconds_per_arch"]
+    assert len([r for r in rows if r["role"] == "random"]) == len(asked)
     # every proposal was trained once and told with the validation loss it reached
     (name,) = {r["tpe_study"] for r in asked}
     study = optuna.load_study(study_name=name, storage=default_storage(run_dir))
@@ -126,7 +130,7 @@ def test_tpe_baseline_end_to_end(tmp_path, toy_registry):
     assert models["TPE (best)"]["arch_id"] == best["arch_id"]
     assert models["TPE (best)"]["test"] == best["test_logloss"]
     assert models["TPE (best)"]["count"] == len(asked)
-    assert "random search (best)" not in models
+    assert "random search (best)" in models
     report = (run_dir / "report.md").read_text()
     assert f"TPE at equal compute: {info['n_search']} architectures" in report
     label = "TPE (best)" + (f" of {len(asked)}" if len(asked) > 1 else "")
