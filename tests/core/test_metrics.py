@@ -4,7 +4,6 @@ standard errors checked against analytic ones (issue 9)."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -121,12 +120,9 @@ def test_bootstrap_se_of_calibration_matches_the_delta_method():
     assert se == pytest.approx(analytic, rel=0.15), (se, analytic)
 
 
-def test_bootstrap_is_deterministic_by_seed_and_fast():
+def test_bootstrap_is_deterministic_by_seed():
     p, y = clicks(10_000, 9)
-    started = time.perf_counter()
     first = metrics.bootstrap_se(t(p), t(y), metrics.log_loss, n_resamples=200, seed=3)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, elapsed  # ~0.05 s alone; slack for a shared, busy machine
     assert metrics.bootstrap_se(t(p), t(y), metrics.log_loss, n_resamples=200,
                                 seed=3) == first
     other = metrics.bootstrap_se(t(p), t(y), metrics.log_loss, n_resamples=200, seed=4)
