@@ -51,13 +51,11 @@ def recorded_data(seed: int = 1) -> tuple[DataBundle, RecordingTable]:
     return DataBundle(table, data.splits, data.info), table
 
 
-def served_counts(rows: np.ndarray) -> np.ndarray:
-    return np.bincount(rows, minlength=ROWS)
-
-
-def test_search_serves_weights_rows_to_weights_chunks_and_arch_rows_to_arch_chunks(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    data, table = recorded_data()
+def tagged_search(data: DataBundle, table: RecordingTable, run_dir: Path,
+                  monkeypatch: pytest.MonkeyPatch, arch_sampling: dict[float, int]
+                  ) -> list[str]:
+    """A small toy search whose table knows which kind of chunk is reading it; returns
+    the chunk kinds in the order they ran."""
     original = SearchManager._run_chunk
     kinds: list[str] = []
 
@@ -73,12 +71,23 @@ def test_search_serves_weights_rows_to_weights_chunks_and_arch_rows_to_arch_chun
     torch.manual_seed(1)
     settings = SearchSettings(
         warmup_epochs=0.5, total_epochs=2, alternate_every=0.5, batch_size=64,
-        arch_sampling={1.5: 2}, weights_optimizer=OptimizerSettings("SGD", lr=0.2),
+        arch_sampling=arch_sampling, weights_optimizer=OptimizerSettings("SGD", lr=0.2),
         arch_optimizer=OptimizerSettings("Adam", lr=0.2))
     cost = DecisionCostTable("flops", "FLOPs", {"op": torch.tensor(FLOPS)})
     SearchManager(ToySuperNet(16), data, BinaryClassification(), cost, {"flops": cost},
                   settings, domain="toy", space="toy", seed=1, device=torch.device("cpu"),
-                  run_dir=tmp_path).run()
+                  run_dir=run_dir).run()
+    return kinds
+
+
+def served_counts(rows: np.ndarray) -> np.ndarray:
+    return np.bincount(rows, minlength=ROWS)
+
+
+def test_search_serves_weights_rows_to_weights_chunks_and_arch_rows_to_arch_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    data, table = recorded_data()
+    kinds = tagged_search(data, table, tmp_path, monkeypatch, {1.5: 2})
 
     assert kinds == ["weights", "weights", "arch", "weights", "arch", "weights", "arch"]
     splits = {k: set(v.tolist()) for k, v in data.splits.items()}

@@ -166,35 +166,13 @@ def test_the_constant_predictor_reads_range_splits():
 
 
 def test_a_search_on_range_splits_reads_each_split_only_in_its_phase(tmp_path, monkeypatch):
-    from dnas_core.config.settings import OptimizerSettings, SearchSettings
-    from dnas_core.engine.cost import DecisionCostTable
-    from dnas_core.engine.search import SearchManager
-    from tests.core.test_rows_served import RecordingTable
-    from tests.core.toy_plugin import FLOPS, ToySuperNet, make_data
+    from tests.core.test_rows_served import RecordingTable, tagged_search
+    from tests.core.toy_plugin import make_data
 
     toy = make_data(2000, 1)
     bundle = ranged_bundle()
     table = RecordingTable(toy.table)
-    data = DataBundle(table, bundle.splits)
-    original = SearchManager._run_chunk
-
-    def tagged(self, chunk):
-        table.phase = chunk.kind
-        try:
-            return original(self, chunk)
-        finally:
-            table.phase = "outside"
-
-    monkeypatch.setattr(SearchManager, "_run_chunk", tagged)
-    torch.manual_seed(1)
-    settings = SearchSettings(
-        warmup_epochs=0.5, total_epochs=2, alternate_every=0.5, batch_size=64,
-        arch_sampling={1.5: 1}, weights_optimizer=OptimizerSettings("SGD", lr=0.2),
-        arch_optimizer=OptimizerSettings("Adam", lr=0.2))
-    cost = DecisionCostTable("flops", "FLOPs", {"op": torch.tensor(FLOPS)})
-    SearchManager(ToySuperNet(16), data, BinaryClassification(), cost, {"flops": cost},
-                  settings, domain="toy", space="toy", seed=1, device=CPU,
-                  run_dir=tmp_path).run()
+    tagged_search(DataBundle(table, bundle.splits), table, tmp_path, monkeypatch, {1.5: 1})
     rows = {k: set(rows_of_split(v).tolist()) for k, v in bundle.splits.items()}
     assert set(table.rows("weights").tolist()) == rows["weights"]  # only, and all of them
     assert set(table.rows("arch").tolist()) == rows["arch"]
