@@ -152,8 +152,9 @@ def architecture_from_choices(registry: Registry, spec: RunSpec, built: Built,
         models = cost_models(registry, spec, built.data.info, supernet)
         return _architecture(spec, supernet, choices, models, source)
     except (NotImplementedError, RuntimeError):  # e.g. a cost measured on real tensors
-        supernet, models = _make_supernet(registry, spec, built)
-        return _architecture(spec, supernet, choices, models, source)
+        pass
+    supernet, models = _make_supernet(registry, spec, built)
+    return _architecture(spec, supernet, choices, models, source)
 
 
 def _supernet(registry: Registry, spec: RunSpec, built: Built) -> SuperNet:
