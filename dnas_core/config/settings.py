@@ -105,6 +105,10 @@ class SearchSettings:
     temperature_decay: float = 0.1
     arch_sampling: dict[float, int] = field(default_factory=lambda: {4.0: 4})
     sample_argmax: bool = False
+    # also train theta's mode (its argmax) at each sampling point, before the draws: while
+    # theta is still spread over many decisions (a joint space), independent draws seldom
+    # hit its mode, which is often the best model (docs/training.md, "The argmax too")
+    include_argmax: bool = False
     batch_size: int | Literal["auto"] = "auto"
     batch_budget: BatchBudget = field(default_factory=BatchBudget)
     # "steps": the arch LR is meant for batch_budget.steps_per_epoch architecture steps an

@@ -256,11 +256,15 @@ class SearchManager:
     def _sample(self, chunk: Chunk) -> None:
         probabilities = {k: v.tolist() for k, v in self.supernet.probabilities().items()}
         known = {a.arch_id for a in self.architectures}
-        for _ in range(chunk.sample_count):
-            choices = self.supernet.sample_choices(self.sampler, self.settings.sample_argmax)
+        modes = [True] * self.settings.include_argmax \
+            + [self.settings.sample_argmax] * chunk.sample_count
+        for argmax in modes:
+            choices = self.supernet.sample_choices(self.sampler, argmax)
+            source = {"after_arch_epochs": chunk.stop, "seed": self.seed}
+            if argmax:
+                source["argmax"] = True
             arch = Architecture(self.domain, self.space, choices, self.supernet.decode(choices),
-                                probabilities=probabilities,
-                                source={"after_arch_epochs": chunk.stop, "seed": self.seed})
+                                probabilities=probabilities, source=source)
             arch = priced(arch, self.cost_models, self.cost)
             if arch.arch_id not in known:
                 known.add(arch.arch_id)

@@ -132,13 +132,14 @@ def entropy_lines(entropies: dict[str, dict[str, list[float]]]) -> list[str]:
     """How far each supernet's theta moved from uniform: a flat search is visible here."""
     lines = ["## How far the search moved from uniform", "",
              "Entropy of softmax(theta) divided by the uniform distribution's, per decision "
-             "(1.0: theta never moved; 0: one option certain).", ""]
+             "(1.0: theta never moved; 0: one option certain); a decision of several "
+             "choices (one per feature, one per node) gives their mean and minimum.", ""]
     body = []
     for trial, per_decision in sorted(entropies.items()):
         for name, values in sorted(per_decision.items()):
             if values:
                 body.append([trial, name, len(values), statistics.fmean(values), min(values)])
-    return lines + _table(["supernet", "decision", "choices", "mean entropy", "min entropy"],
+    return lines + _table(["supernet", "decision", "choices in it", "mean entropy", "min entropy"],
                           body) + [""]
 
 

@@ -73,6 +73,30 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert [a.to_dict() for a in full_archs] == [a.to_dict() for a in resumed_archs]
 
 
+def test_include_argmax_adds_theta_mode_before_the_same_draws(tmp_path):
+    """The mode is trained besides the draws, not instead of one: the draws, the training
+    and the random state are those of a run without it."""
+    def settings(include_argmax: bool) -> SearchSettings:
+        return SearchSettings(
+            warmup_epochs=0.5, total_epochs=2, alternate_every=0.5, batch_size=64,
+            arch_sampling={1.5: 3}, include_argmax=include_argmax,
+            weights_optimizer=OptimizerSettings("SGD", lr=0.2, lr_decay=0.9),
+            arch_optimizer=OptimizerSettings("Adam", lr=0.2))
+
+    plain = manager(tmp_path / "plain", settings(False))
+    drawn = plain.run()
+    with_mode = manager(tmp_path / "mode", settings(True))
+    archs = with_mode.run()
+    for a, b in zip(plain.supernet.state_dict().values(),
+                    with_mode.supernet.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    mode = int(torch.argmax(with_mode.supernet.op.theta.detach()))
+    assert archs[0].choices == {"op": mode} and archs[0].source["argmax"] is True
+    assert not any(a.source.get("argmax") for a in drawn)
+    expected = [archs[0].arch_id] + [a.arch_id for a in drawn if a.arch_id != archs[0].arch_id]
+    assert [a.arch_id for a in archs] == expected
+
+
 def test_clip_grad_norm_handles_sparse_and_dense_gradients():
     emb = nn.Embedding(10, 4, sparse=True)
     lin = nn.Linear(4, 1)
