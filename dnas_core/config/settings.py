@@ -107,7 +107,8 @@ class SearchSettings:
     sample_argmax: bool = False
     # also train theta's mode (its argmax) at each sampling point, before the draws: while
     # theta is still spread over many decisions (a joint space), independent draws seldom
-    # hit its mode, which is often the best model (docs/training.md, "The argmax too")
+    # hit its mode, which is often the best model (docs/training.md, "mlp and joint at
+    # 100K rows, and the argmax too")
     include_argmax: bool = False
     batch_size: int | Literal["auto"] = "auto"
     batch_budget: BatchBudget = field(default_factory=BatchBudget)

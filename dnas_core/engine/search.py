@@ -256,7 +256,7 @@ class SearchManager:
     def _sample(self, chunk: Chunk) -> None:
         probabilities = {k: v.tolist() for k, v in self.supernet.probabilities().items()}
         known = {a.arch_id for a in self.architectures}
-        modes = [True] * self.settings.include_argmax \
+        modes = ([True] if self.settings.include_argmax else []) \
             + [self.settings.sample_argmax] * chunk.sample_count
         for argmax in modes:
             choices = self.supernet.sample_choices(self.sampler, argmax)

@@ -13,13 +13,17 @@ from dnas_core.engine.tasks import BinaryClassification
 from tests.core.toy_plugin import FLOPS, ToySuperNet, make_data
 
 
-def manager(run_dir: Path, settings: SearchSettings | None = None, seed: int = 1):
-    torch.manual_seed(seed)
-    settings = settings or SearchSettings(
+def small_settings(**changes) -> SearchSettings:
+    return SearchSettings(
         warmup_epochs=0.5, total_epochs=2, alternate_every=0.5, batch_size=64,
         arch_sampling={1.5: 3},
         weights_optimizer=OptimizerSettings("SGD", lr=0.2, lr_decay=0.9),
-        arch_optimizer=OptimizerSettings("Adam", lr=0.2))
+        arch_optimizer=OptimizerSettings("Adam", lr=0.2), **changes)
+
+
+def manager(run_dir: Path, settings: SearchSettings | None = None, seed: int = 1):
+    torch.manual_seed(seed)
+    settings = settings or small_settings()
     cost = DecisionCostTable("flops", "FLOPs", {"op": torch.tensor(FLOPS)})
     return SearchManager(ToySuperNet(16), make_data(1200, seed), BinaryClassification(), cost,
                          {"flops": cost}, settings, domain="toy", space="toy", seed=seed,
@@ -76,16 +80,9 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 def test_include_argmax_adds_theta_mode_before_the_same_draws(tmp_path):
     """The mode is trained besides the draws, not instead of one: the draws, the training
     and the random state are those of a run without it."""
-    def settings(include_argmax: bool) -> SearchSettings:
-        return SearchSettings(
-            warmup_epochs=0.5, total_epochs=2, alternate_every=0.5, batch_size=64,
-            arch_sampling={1.5: 3}, include_argmax=include_argmax,
-            weights_optimizer=OptimizerSettings("SGD", lr=0.2, lr_decay=0.9),
-            arch_optimizer=OptimizerSettings("Adam", lr=0.2))
-
-    plain = manager(tmp_path / "plain", settings(False))
+    plain = manager(tmp_path / "plain", small_settings(include_argmax=False))
     drawn = plain.run()
-    with_mode = manager(tmp_path / "mode", settings(True))
+    with_mode = manager(tmp_path / "mode", small_settings(include_argmax=True))
     archs = with_mode.run()
     for a, b in zip(plain.supernet.state_dict().values(),
                     with_mode.supernet.state_dict().values()):
